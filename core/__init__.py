@@ -1,0 +1,44 @@
+"""physiotwin: patient digital twins from composable, differentiable organ models.
+
+The public surface, in one place:
+
+- organ contract: `Organ`, `State`, `Param`, `Input`, `Output`, `FluxPort`
+- composing: `compose` -> `Model`; `organs()` lists the installed organ plugins
+- data in: `read_timeline`, `Timeline`, `TimelineKind`, `patients()`
+- solving: `simulate` (xarray out), `Simulator` (JAX arrays out, differentiable)
+- errors: `WiringError`, `TimelineError`, `PatientError`, `SimulationError`
+
+physiotwin computes in float64. Enable it before creating JAX arrays:
+``jax.config.update("jax_enable_x64", True)`` (the CLI does it for you).
+"""
+
+from __future__ import annotations
+
+from .composer import Model, WiringError, compose
+from .contract import FluxPort, Input, Organ, Output, Param, State
+from .patients import PatientError, bundled_patients
+from .simulate import SimulationError, Simulator, simulate
+from .timeline import Timeline, TimelineError, TimelineKind, read_timeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Organ", "State", "Param", "Input", "Output", "FluxPort",
+    "Model", "compose", "organs", "patients",
+    "Timeline", "TimelineKind", "read_timeline",
+    "Simulator", "simulate",
+    "WiringError", "TimelineError", "PatientError", "SimulationError",
+    "__version__",
+]
+
+
+def organs() -> dict[str, type[Organ]]:
+    """The organ classes provided by installed plugins, by name."""
+    from .registry import organ_classes
+
+    return dict(organ_classes())
+
+
+def patients():
+    """The bundled virtual patients as a pandas DataFrame (index: name)."""
+    return bundled_patients().copy()

@@ -1,0 +1,198 @@
+"""The organ contract: what an organ plugin declares and provides.
+
+An organ is a static declaration (its states, parameters, inputs, outputs and
+flux ports, each with a unit) plus two pure JAX functions, `Organ.initial_state`
+and `Organ.rhs`. The composer (`physiotwin.compose`) reads the declarations once,
+checks and converts units, wires organs together and flattens everything into one
+vector field; the functions are then traced by JAX and never see Python floats,
+files or pint.
+
+Minimal example (a one-compartment drug, cleared at rate ``k``):
+
+```python
+import physiotwin as pt
+
+class Drug(pt.Organ):
+    name = "drug"
+    description = "one-compartment drug"
+    reference = "textbook"
+    states = (pt.State("A", "mg", "amount in the body"),)
+    params = (pt.Param("k", "1/min", 0.01, "elimination rate", source="assumed"),)
+    inputs = (pt.Input("dose_rate", "mg/min", 0.0, "infusion", source="timeline.drug_rate"),)
+    outputs = (pt.Output("amount", "mg", "amount in the body"),)
+
+    def initial_state(self, p, u):
+        return {"A": 0.0 * p["k"]}
+
+    def rhs(self, t, x, p, u):
+        dA = u["dose_rate"] - p["k"] * x["A"]
+        return {"A": dA}, {"amount": x["A"]}
+```
+
+Conventions:
+- ``x``, ``p`` and ``u`` are mappings from declared names to JAX scalars (the
+  composer vmaps over patients, so organ code is written for one patient).
+- ``u`` holds every declared input (already converted to the declared unit) and
+  every flux port (the sum of all contributions, in the port's unit; ``0`` when
+  nothing is connected).
+- `Organ.rhs` returns ``(dx, y)``: one derivative per state (in state unit per
+  minute) and one value per declared output. The composer may call `rhs` more
+  than once per step to resolve algebraic outputs; JAX removes the duplicates.
+- Time is in minutes everywhere.
+- Discrete events: an organ that must update a state at an instant (e.g. the
+  gastric-emptying bookkeeping of the UVA/Padova model samples the stomach content
+  when a meal starts) lists timeline-fed inputs in ``resets``; whenever one of them
+  changes value, the solver stops there and `Organ.reset` maps the state across.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Mapping
+
+import equinox as eqx
+from jaxtyping import Array, ArrayLike
+
+__all__ = ["State", "Param", "Input", "Output", "FluxPort", "Organ"]
+
+
+@dataclass(frozen=True)
+class State:
+    """A state variable of an organ.
+
+    Arguments:
+        name: identifier, unique in the organ (the paper's symbol is fine: ``Gp``).
+        unit: pint unit string (e.g. ``"mg/kg"``).
+        description: one line for plots and ``long_name``.
+        nonnegative: the state is physically >= 0.
+    """
+
+    name: str
+    unit: str
+    description: str
+    nonnegative: bool = True
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of an organ.
+
+    Arguments:
+        name: identifier; also the column name in patient tables.
+        unit: pint unit string.
+        value: nominal value (used when a patient table has no column for it).
+        description: one line.
+        lower, upper: admissible bounds (used to validate tables and in fitting).
+        transform: how calibration parameterises it: ``"log"``, ``"logit"`` or ``"identity"``.
+        scope: ``"patient"`` (varies between patients), ``"population"`` or ``"fixed"``.
+        source: where the value comes from (paper, table).
+    """
+
+    name: str
+    unit: str
+    value: float
+    description: str
+    lower: float = -math.inf
+    upper: float = math.inf
+    transform: Literal["log", "logit", "identity"] = "identity"
+    scope: Literal["patient", "population", "fixed"] = "patient"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Input:
+    """A signal an organ reads.
+
+    Arguments:
+        name: identifier used in ``u[name]``.
+        unit: the unit the organ wants; the composer converts the source to it.
+        default: value used when no source is present (so every organ runs alone).
+        description: one line.
+        source: the qualified signal it is fed from: ``"organ.output"`` for another
+            organ's output, or ``"timeline.signal"`` for a signal compiled from the
+            timeline (see `physiotwin.timeline_signals`). ``None``: default only,
+            unless the composition's ``connections`` says otherwise.
+    """
+
+    name: str
+    unit: str
+    default: float
+    description: str
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A signal an organ exposes to other organs and to the output Dataset.
+
+    Arguments:
+        name: identifier; appears as ``organ.name`` in results.
+        unit: pint unit string.
+        description: one line.
+        depends_on: names of this organ's inputs (or flux ports) that the output
+            depends on algebraically, i.e. within the same instant. Outputs that
+            depend only on states leave it empty. The composer orders outputs by
+            these dependencies and refuses algebraic cycles.
+        flux_to: ``"organ.port"``: this output is also a flux pushed into that
+            port of the organ that owns the pool.
+    """
+
+    name: str
+    unit: str
+    description: str
+    depends_on: tuple[str, ...] = ()
+    flux_to: str | None = None
+
+
+@dataclass(frozen=True)
+class FluxPort:
+    """A pool this organ owns that other organs may push amounts into.
+
+    The composer sums every output declared with ``flux_to="<this organ>.<name>"``
+    (after unit conversion to ``unit``) and passes the sum as ``u[name]``. Exactly
+    one organ owns a pool.
+    """
+
+    name: str
+    unit: str
+    description: str
+
+
+class Organ(eqx.Module):
+    """Base class of every organ plugin. See the module docstring for the contract.
+
+    Subclasses set the class attributes below and implement `initial_state` and
+    `rhs`. Instance fields (if any) are static options such as a numerical mode;
+    organs are built once and are hashable.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    states: ClassVar[tuple[State, ...]] = ()
+    params: ClassVar[tuple[Param, ...]] = ()
+    inputs: ClassVar[tuple[Input, ...]] = ()
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    ports: ClassVar[tuple[FluxPort, ...]] = ()
+    resets: ClassVar[tuple[str, ...]] = ()
+
+    def reset(self, t: Array, x: Mapping[str, Array], p: Mapping[str, Array], u: Mapping[str, Array]
+              ) -> Mapping[str, ArrayLike]:
+        """State right after a change of one of the ``resets`` inputs at time ``t``
+        (``u`` holds the inputs after the change). Default: unchanged."""
+        return x
+
+    @abc.abstractmethod
+    def initial_state(
+        self, p: Mapping[str, Array], u: Mapping[str, Array]
+    ) -> Mapping[str, ArrayLike]:
+        """State at the start of a simulation (the steady state at basal inputs
+        where the model defines one), one entry per declared state."""
+
+    @abc.abstractmethod
+    def rhs(
+        self, t: Array, x: Mapping[str, Array], p: Mapping[str, Array], u: Mapping[str, Array]
+    ) -> tuple[Mapping[str, ArrayLike], Mapping[str, ArrayLike]]:
+        """Return ``(dx/dt, outputs)`` at time ``t`` (minutes)."""

@@ -1,0 +1,53 @@
+"""Built-in timeline kinds: ``carbs``, ``bolus``, ``basal`` and ``cgm``.
+
+They are registered through the same `register_timeline_kinds` hook as kinds from
+third-party plugins; `physiotwin.timeline` also uses `BUILTIN_KINDS` directly when
+no kinds are passed to `read_timeline`.
+"""
+
+from __future__ import annotations
+
+from physiotwin.plugins import hookimpl
+from physiotwin.timeline import TimelineKind
+
+__all__ = ["BUILTIN_KINDS", "register_timeline_kinds"]
+
+BUILTIN_KINDS: dict[str, TimelineKind] = {
+    kind.name: kind
+    for kind in (
+        TimelineKind(
+            name="carbs",
+            unit="g",
+            description="carbohydrate eaten; at 5 g/min unless a duration is given",
+        ),
+        TimelineKind(
+            name="bolus",
+            unit="U",
+            description="insulin bolus, delivered evenly over `duration` minutes (default 1)",
+        ),
+        TimelineKind(
+            name="basal",
+            unit="U/h",
+            duration="forbidden",
+            description=(
+                "basal insulin rate, piecewise constant from this time on; "
+                "the patient's steady-state basal when absent"
+            ),
+        ),
+        TimelineKind(
+            name="cgm",
+            unit="mg/dL",
+            unit_context="glucose",
+            observation=True,
+            duration="forbidden",
+            description="continuous glucose monitor reading (observation; not used by simulate)",
+        ),
+    )
+}
+
+
+@hookimpl
+def register_timeline_kinds(register):
+    """Register the built-in kinds."""
+    for kind in BUILTIN_KINDS.values():
+        register(kind)
