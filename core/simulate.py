@@ -126,8 +126,9 @@ def _reset_times(model: Model, times: np.ndarray, values: np.ndarray) -> tuple[n
     size = 8 * max(1, math.ceil(len(ts) / 8))
     t = np.full(size, np.inf)
     m = np.zeros((size, n_org), bool)
-    t[:len(ts)] = ts
-    m[:len(ts)] = masks
+    if ts:
+        t[:len(ts)] = ts
+        m[:len(ts)] = masks
     return t, m
 
 

@@ -1,0 +1,33 @@
+"""Shared test setup: float64, a persistent compilation cache, and the compiled
+models that several test files share (JIT compiles dominate the suite's time)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+_CACHE = os.environ.get("PHYSIOTWIN_TEST_JAX_CACHE", str(Path(__file__).resolve().parent.parent / ".jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+os.environ.setdefault("PHYSIOTWIN_JAX_CACHE", _CACHE)  # for CLI subprocesses
+
+import pytest  # noqa: E402
+from helpers import DATA, UVA_PATIENTS  # noqa: E402
+
+@pytest.fixture(scope="session")
+def reference_scenario():
+    from physiotwin.registry import timeline_kinds
+    from physiotwin.timeline import read_timeline
+
+    return read_timeline(DATA / "reference_scenario.csv", kinds=timeline_kinds())
+
+
+@pytest.fixture(scope="session")
+def reference_run(reference_scenario):
+    """All 30 UVA/Padova patients on the reference scenario, 24 h, output every minute."""
+    import physiotwin as pt
+
+    return pt.simulate(["glucose"], UVA_PATIENTS, reference_scenario, hours=24, every=1)
