@@ -138,7 +138,7 @@ def main(argv=None):
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items() if v != ""))
     sim = pt.Simulator(["glucose"], timeline(SCENARIO), hours=24, every=5)
     sim_variant = pt.Simulator(["glucose"], timeline(VARIANT), hours=24, every=5)
-    names = [p for p in pt.patients().index if not p.startswith("normal")]
+    names = [p for p in pt.bundled_patients().index if not p.startswith("normal")]
     _, theta30, _ = resolve_patients(sim.model, names)
     assert theta30.shape[0] == 30, theta30.shape
 

@@ -3,8 +3,8 @@
 The public surface, in one place:
 
 - organ contract: `Organ`, `State`, `Param`, `Input`, `Output`, `FluxPort`
-- composing: `compose` -> `Model`; `organs()` lists the installed organ plugins
-- data in: `read_timeline`, `Timeline`, `TimelineKind`, `patients()`
+- composing: `compose` -> `Model`; `list_organs()` lists the installed organ plugins
+- data in: `read_timeline`, `Timeline`, `TimelineKind`, `bundled_patients()`
 - solving: `simulate` (xarray out), `Simulator` (JAX arrays out, differentiable)
 - errors: `WiringError`, `TimelineError`, `PatientError`, `SimulationError`
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from .composer import Model, WiringError, compose
 from .contract import FluxPort, Input, Organ, Output, Param, State
-from .patients import PatientError, bundled_patients
+from .patients import PatientError
+from .patients import bundled_patients as _bundled_patients
 from .simulate import SimulationError, Simulator, simulate
 from .timeline import Timeline, TimelineError, TimelineKind, read_timeline
 
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Organ", "State", "Param", "Input", "Output", "FluxPort",
-    "Model", "compose", "organs", "patients",
+    "Model", "compose", "list_organs", "bundled_patients",
     "Timeline", "TimelineKind", "read_timeline",
     "Simulator", "simulate",
     "WiringError", "TimelineError", "PatientError", "SimulationError",
@@ -32,13 +33,14 @@ __all__ = [
 ]
 
 
-def organs() -> dict[str, type[Organ]]:
+def list_organs() -> dict[str, type[Organ]]:
     """The organ classes provided by installed plugins, by name."""
     from .registry import organ_classes
 
     return dict(organ_classes())
 
 
-def patients():
-    """The bundled virtual patients as a pandas DataFrame (index: name)."""
-    return bundled_patients().copy()
+def bundled_patients():
+    """The bundled virtual patients as a pandas DataFrame (index: name; column
+    ``source`` names the table each comes from)."""
+    return _bundled_patients().copy()

@@ -101,9 +101,19 @@ def _solve_one(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, 
     return ys, outs, status, steps
 
 
+_TRACES = [0]
+
+
+def trace_count() -> int:
+    """How many times the batched solver has been traced (compiled) in this process;
+    tests use it to check that changing only numbers does not recompile."""
+    return _TRACES[0]
+
+
 @eqx.filter_jit
 def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
     """The one compiled entry point: vmap over patients (axis 0 of ``theta``)."""
+    _TRACES[0] += 1  # runs at trace time only
     return jax.vmap(
         lambda th: _solve_one(model, solver, adjoint, max_steps, th, sig_t, sig_v, reset_t, reset_mask,
                               save_ts, rtol, atol)

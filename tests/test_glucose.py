@@ -53,7 +53,7 @@ def test_reference_data_is_what_simglucose_computes_now(reference_run, reference
 def test_basal_steady_state_holds_for_every_patient():
     ds = pt.simulate(["glucose"], UVA_PATIENTS, None, hours=24, every=1)
     g = ds["glucose.plasma_glucose"].values
-    gb = pt.patients().loc[UVA_PATIENTS, "Gb"].values[:, None]
+    gb = pt.bundled_patients().loc[UVA_PATIENTS, "Gb"].values[:, None]
     assert np.abs(g - gb).max() < 1e-6 * gb.max()
     # the tabulated basal insulin states are rounded, so insulin settles by ~1e-5 relative
     for name in ds.data_vars:
@@ -64,7 +64,7 @@ def test_basal_steady_state_holds_for_every_patient():
 
 def test_meal_glucose_mass_balance(reference_run, reference_scenario):
     """What was eaten = what is still in the gut + what appeared in plasma / f."""
-    params = pt.patients().loc[UVA_PATIENTS]
+    params = pt.bundled_patients().loc[UVA_PATIENTS]
     eaten_mg = reference_scenario.select("carbs").value.sum() * 1000.0
     ds = reference_run
     t = ds["time"].values

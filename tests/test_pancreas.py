@@ -29,7 +29,7 @@ def test_basal_state_is_an_equilibrium():
     g, i = ds["glucose.plasma_glucose"].values, ds["glucose.plasma_insulin"].values
     assert g[0] == pytest.approx(91.76) and i[0] == pytest.approx(25.49)
     assert np.ptp(g) < 1e-6 and np.ptp(i) < 1e-3
-    assert ds["pancreas.insulin_secretion"].values == pytest.approx(pt.patients().loc["normal#001", "Sb"])
+    assert ds["pancreas.insulin_secretion"].values == pytest.approx(pt.bundled_patients().loc["normal#001", "Sb"])
 
 
 def test_meal_response_is_physiological(normal_meal):
