@@ -153,6 +153,17 @@ class Model(eqx.Module):
             u[port.name] = total
         return u
 
+    def _outputs(self, t, xs, ps, signals) -> dict[int, Array]:
+        """All algebraic outputs, computed in dependency order (see `compose`)."""
+        out_index = {n: k for k, n in enumerate(self.output_names)}
+        outputs: dict[int, Array] = {}
+        for i, names in self._plan:
+            organ = self.organs[i]
+            _, ys = organ.rhs(t, xs[i], ps[i], self._organ_inputs(i, outputs, signals))
+            for n in names:
+                outputs[out_index[_qualify(organ, n)]] = jnp.asarray(ys[n], dtype=signals.dtype)
+        return outputs
+
     def evaluate(
         self, t: Array, y: Float[Array, " state"], theta: Float[Array, " param"], signals: Float[Array, " signal"]
     ) -> tuple[Float[Array, " state"], Float[Array, " output"]]:
@@ -169,13 +180,7 @@ class Model(eqx.Module):
         """
         xs = self._split(y, self._state_slices, lambda o: o.states)
         ps = self._split(theta, self._param_slices, lambda o: o.params)
-        out_index = {n: k for k, n in enumerate(self.output_names)}
-        outputs: dict[int, Array] = {}
-        for i, names in self._plan:
-            organ = self.organs[i]
-            _, ys = organ.rhs(t, xs[i], ps[i], self._organ_inputs(i, outputs, signals))
-            for n in names:
-                outputs[out_index[_qualify(organ, n)]] = jnp.asarray(ys[n], dtype=y.dtype)
+        outputs = self._outputs(t, xs, ps, signals)
         dys = []
         for i, organ in enumerate(self.organs):
             dx, _ = organ.rhs(t, xs[i], ps[i], self._organ_inputs(i, outputs, signals))
@@ -198,18 +203,29 @@ class Model(eqx.Module):
                 parts.extend(xs[i][s.name] for s in organ.states)
         return jnp.stack(parts)
 
-    def initial_state(self, theta: Float[Array, " param"], signals: Float[Array, " signal"]) -> Float[Array, " state"]:
-        """Initial flat state from each organ's `Organ.initial_state` (inputs from the
-        timeline at the start, defaults for organ-to-organ signals)."""
+    def initial_state(self, theta: Float[Array, " param"], signals: Float[Array, " signal"],
+                      t0: float = 0.0) -> Float[Array, " state"]:
+        """Initial flat state from each organ's `Organ.initial_state`.
+
+        Inputs come from the timeline at the start and from the other organs' outputs
+        at their own initial states: the organs' initial states are computed again
+        with those outputs until every organ has seen its partners' (one pass per
+        organ), so a downstream organ starts at the steady state for its inputs.
+        """
         ps = self._split(theta, self._param_slices, lambda o: o.params)
-        parts = []
-        for i, organ in enumerate(self.organs):
-            x0 = organ.initial_state(ps[i], self._organ_inputs(i, {}, signals))
-            missing = [s.name for s in organ.states if s.name not in x0]
-            if missing:
-                raise WiringError(f"organ {organ.name!r}: initial_state() did not return {missing}")
-            parts.extend(jnp.asarray(x0[s.name], dtype=theta.dtype) for s in organ.states)
-        return jnp.stack(parts)
+        outputs: dict[int, Array] = {}
+        for _ in range(len(self.organs)):
+            parts = []
+            for i, organ in enumerate(self.organs):
+                x0 = organ.initial_state(ps[i], self._organ_inputs(i, outputs, signals))
+                missing = [s.name for s in organ.states if s.name not in x0]
+                if missing:
+                    raise WiringError(f"organ {organ.name!r}: initial_state() did not return {missing}")
+                parts.extend(jnp.asarray(x0[s.name], dtype=theta.dtype) for s in organ.states)
+            y0 = jnp.stack(parts)
+            outputs = self._outputs(jnp.asarray(t0, theta.dtype), self._split(y0, self._state_slices, lambda o: o.states),
+                                    ps, signals)
+        return y0
 
 
 # --------------------------------------------------------------------- compose
