@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .contract import Input, Organ, Output
-from .units import UnitError, conversion
+from .units import UnitError, conversion, parse_unit
 
 __all__ = ["WiringError", "Model", "compose", "Connection"]
 
@@ -240,6 +240,12 @@ def _check_unique(organs: Sequence[Organ]) -> None:
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise WiringError(f"organ {o.name!r} declares {group} {sorted(dup)} twice")
+        for group in ("states", "params", "inputs", "outputs", "ports"):
+            for d in getattr(o, group):
+                try:
+                    parse_unit(d.unit)
+                except UnitError as err:
+                    raise WiringError(f"organ {o.name!r}, {group[:-1]} {d.name!r}: {err}") from None
         both = {d.name for d in o.inputs} & {d.name for d in o.ports}
         if both:
             raise WiringError(f"organ {o.name!r}: {sorted(both)} declared both as input and as flux port")

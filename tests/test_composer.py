@@ -122,6 +122,23 @@ def test_missing_output_and_unknown_names_are_refused():
         pt.compose([bad(), Sink()])
 
 
+def test_every_declared_unit_is_checked_at_build_time():
+    bad = type("Bad", (Source,), {"states": (pt.State("A", "glorps", "amount"),)})
+    with pytest.raises(WiringError, match=r"organ 'source', state 'A': unknown unit 'glorps'"):
+        pt.compose([bad()])
+
+
+def test_every_hook_is_documented_and_implemented_by_a_builtin_plugin():
+    from physiotwin import plugins
+    from physiotwin.registry import plugin_manager
+
+    pm = plugin_manager()
+    for name in ("register_organs", "register_timeline_kinds"):
+        assert getattr(plugins, name).__doc__.strip()
+        impls = getattr(pm.hook, name).get_hookimpls()
+        assert any(pm.get_name(i.plugin) in ("glucose", "pancreas", "timeline_kinds") for i in impls)
+
+
 def test_model_is_hashable_and_built_once():
     m1 = pt.compose([Source(), Sink()])
     m2 = pt.compose([Source(), Sink()])
