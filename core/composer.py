@@ -141,6 +141,9 @@ class Model(eqx.Module):
                 raw = outputs[c.index]
             elif c.kind == "timeline":
                 raw = signals[c.index]
+                # a level signal not yet set by the timeline is NaN: the input's default applies
+                u[inp.name] = jnp.where(jnp.isnan(raw), inp.default, raw * c.scale + c.offset)
+                continue
             else:  # default, or an output not yet computed (not an algebraic dependency)
                 u[inp.name] = jnp.asarray(inp.default, dtype=signals.dtype)
                 continue

@@ -19,6 +19,10 @@ Built-in signals (name, unit):
 | ``meal_episode`` | 1 | carbs | number of eating episodes begun so far (changes exactly when a meal starts). |
 | ``insulin`` | U/min | bolus, basal | boluses spread evenly over ``duration`` (default 1 min) plus the basal rate set by ``basal`` rows. |
 | ``basal_set`` | 1 | basal | 0 before the first ``basal`` row, 1 after: until then the patient's own steady-state basal applies. |
+| ``sodium_intake`` | mmol/day | sodium_intake | level from each row on; NaN before the first row, which the composer replaces by the input's default. |
+| ``exercise`` | 1 | exercise | fraction of heart-rate reserve during each bout, 0 otherwise (overlapping bouts add). |
+| ``blood_loss`` | mL/min | blood_loss | each loss spread evenly over its duration. |
+| ``sglt2i`` | mg/min | sglt2i | oral doses, each delivered into the gut over 1 minute. |
 """
 
 from __future__ import annotations
@@ -152,6 +156,53 @@ def _basal_set(tl, left, right):
     return (left >= bas.time[0]).astype(float)
 
 
+# ------------------------------------------------------------ generic shapes
+def _spread_pieces(kind: str, default_duration: float | None):
+    """(start, end, rate) for amounts spread over their duration (or a default)."""
+
+    def pieces(tl: Timeline):
+        ev = tl.select(kind)
+        out = []
+        for t, amount, dur in zip(ev.time, ev.value, ev.duration):
+            d = default_duration if np.isnan(dur) else dur
+            if amount > 0:
+                out.append((t, t + d, amount / d))
+        return out
+
+    return pieces
+
+
+def _level_pieces(kind: str, scale: float = 1.0):
+    """(start, end, value) for a level that holds from each row to the next."""
+
+    def pieces(tl: Timeline):
+        ev = tl.select(kind)
+        ends = list(ev.time[1:]) + [np.inf]
+        return [(t, e, v * scale) for t, e, v in zip(ev.time, ends, ev.value) if e > t]
+
+    return pieces
+
+
+def _breaks_of(pieces):
+    return lambda tl: np.asarray([p for a, b, _ in pieces(tl) for p in (a, b)], dtype=float)
+
+
+def _rate_signal(name, unit, description, pieces) -> "Signal":
+    return Signal(name, unit, description, _breaks_of(pieces), lambda tl, a, b: _rate_on(pieces(tl), a, b))
+
+
+def _level_signal(name, unit, description, kind) -> "Signal":
+    """A level signal that is NaN (= the reading input's default) before its first row."""
+    pieces = _level_pieces(kind)
+
+    def values(tl, left, right):
+        ev = tl.select(kind)
+        out = _rate_on(pieces(tl), left, right)
+        return np.where(left < (ev.time[0] if len(ev) else np.inf), np.nan, out)
+
+    return Signal(name, unit, description, _breaks_of(pieces), values)
+
+
 SIGNALS: dict[str, Signal] = {
     s.name: s
     for s in (
@@ -161,6 +212,13 @@ SIGNALS: dict[str, Signal] = {
         Signal("insulin", "U/min", "subcutaneous insulin delivery (boluses + set basal)", _insulin_breaks,
                lambda tl, a, b: _rate_on(_insulin_pieces(tl), a, b)),
         Signal("basal_set", "1", "1 once a basal rate has been set by the timeline", _basal_breaks, _basal_set),
+        _level_signal("sodium_intake", "mmol/day", "dietary sodium intake", "sodium_intake"),
+        _rate_signal("exercise", "1", "exercise intensity (fraction of heart-rate reserve)",
+                     lambda tl: [(t, t + d, v) for t, v, d in zip(*(tl.select("exercise").time,
+                                 tl.select("exercise").value, tl.select("exercise").duration)) if v > 0]),
+        _rate_signal("blood_loss", "mL/min", "rate of blood loss", _spread_pieces("blood_loss", None)),
+        _rate_signal("sglt2i", "mg/min", "oral SGLT2 inhibitor (empagliflozin) dosing into the gut",
+                     _spread_pieces("sglt2i", 1.0)),
     )
 }
 SIGNAL_UNITS: dict[str, str] = {name: s.unit for name, s in SIGNALS.items()}

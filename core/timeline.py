@@ -98,7 +98,7 @@ COLUMNS = ("time", "kind", "value", "unit", "duration")
 _REQUIRED = COLUMNS[:4]
 _COLUMNS_HINT = "columns are time,kind,value,unit[,duration]"
 _START_COMMENT = re.compile(r"#\s*start\s*[:=]\s*(.*?)\s*")
-_DURATION_RULES = ("optional", "forbidden")
+_DURATION_RULES = ("optional", "forbidden", "required")
 _ABSENT = object()  # a TOML key that is not there
 
 
@@ -111,8 +111,8 @@ class TimelineKind:
 
     * `unit`: the canonical unit every value is converted to.
     * `minimum`, `maximum`: allowed range, in the canonical unit.
-    * `duration`: ``"optional"`` or ``"forbidden"`` (whether the `duration`
-      column may be filled for this kind).
+    * `duration`: ``"optional"``, ``"forbidden"`` or ``"required"`` (whether the
+      `duration` column may, may not, or must be filled for this kind).
     * `unit_context`: pint context used for conversion (``"glucose"`` lets
       `mmol/L` convert to `mg/dL`).
     * `observation`: `True` for measured things (``cgm``), `False` for inputs.
@@ -132,7 +132,7 @@ class TimelineKind:
             raise ValueError(f"timeline kind needs a non-empty name, got {self.name!r}")
         if self.duration not in _DURATION_RULES:
             raise ValueError(
-                f"timeline kind {self.name!r}: duration must be 'optional' or 'forbidden', "
+                f"timeline kind {self.name!r}: duration must be 'optional', 'forbidden' or 'required', "
                 f"got {self.duration!r}"
             )
         if not self.minimum <= self.maximum:
@@ -629,6 +629,8 @@ def _check_range(value: float, amount: float, unit: str, name: str, kind: Timeli
 
 def _parse_duration(raw, name: str, kind: TimelineKind) -> float:
     if raw is _ABSENT or _is_empty(raw):
+        if kind.duration == "required":
+            raise _Invalid("duration", f"{name!r} needs a duration in minutes")
         return math.nan
     if kind.duration == "forbidden":
         shown = raw.strip() if isinstance(raw, str) else raw

@@ -19,6 +19,7 @@ import pint
 __all__ = ["ureg", "UnitError", "parse_unit", "conversion", "same_dimension"]
 
 GLUCOSE_MOLAR_MASS = 180.156  # g/mol, used to read CGM values given in mmol/L
+SODIUM_MOLAR_MASS = 22.98977  # g/mol, used to read sodium intake given in g/day
 
 
 class UnitError(ValueError):
@@ -30,12 +31,15 @@ def _make_registry() -> pint.UnitRegistry:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reg.define("insulin_unit = 6000 * picomole = U = IU")
-    # glucose: mass and molar concentrations convert through its molar mass
-    ctx = pint.Context("glucose")
-    mm = reg.Quantity(GLUCOSE_MOLAR_MASS, "g/mol")
-    ctx.add_transformation("[substance] / [length] ** 3", "[mass] / [length] ** 3", lambda r, x: x * mm)
-    ctx.add_transformation("[mass] / [length] ** 3", "[substance] / [length] ** 3", lambda r, x: x / mm)
-    reg.add_context(ctx)
+    # a substance's amounts, concentrations and rates convert between mass and moles
+    # through its molar mass (contexts "glucose" and "sodium")
+    for name, molar_mass in (("glucose", GLUCOSE_MOLAR_MASS), ("sodium", SODIUM_MOLAR_MASS)):
+        ctx = pint.Context(name)
+        mm = reg.Quantity(molar_mass, "g/mol")
+        for per in ("", " / [length] ** 3", " / [time]"):
+            ctx.add_transformation(f"[substance]{per}", f"[mass]{per}", lambda r, x, mm=mm: x * mm)
+            ctx.add_transformation(f"[mass]{per}", f"[substance]{per}", lambda r, x, mm=mm: x / mm)
+        reg.add_context(ctx)
     return reg
 
 

@@ -1,4 +1,5 @@
-"""Built-in timeline kinds: ``carbs``, ``bolus``, ``basal`` and ``cgm``.
+"""Built-in timeline kinds: ``carbs``, ``bolus``, ``basal``, ``cgm``, ``sodium_intake``,
+``exercise``, ``blood_loss`` and ``sglt2i``.
 
 They are registered through the same `register_timeline_kinds` hook as kinds from
 third-party plugins; `physiotwin.timeline` also uses `BUILTIN_KINDS` directly when
@@ -41,6 +42,32 @@ BUILTIN_KINDS: dict[str, TimelineKind] = {
             observation=True,
             duration="forbidden",
             description="continuous glucose monitor reading (observation; not used by simulate)",
+        ),
+        TimelineKind(
+            name="sodium_intake",
+            unit="mmol/day",
+            unit_context="sodium",
+            duration="forbidden",
+            description="dietary sodium intake, piecewise constant from this time on (100 mmol/day when absent)",
+        ),
+        TimelineKind(
+            name="exercise",
+            unit="1",
+            maximum=1.0,
+            duration="required",
+            description="exercise intensity as a fraction 0-1 of heart-rate reserve, for `duration` minutes",
+        ),
+        TimelineKind(
+            name="blood_loss",
+            unit="mL",
+            duration="required",
+            description="blood lost evenly over `duration` minutes",
+        ),
+        TimelineKind(
+            name="sglt2i",
+            unit="mg",
+            duration="forbidden",
+            description="oral dose of the SGLT2 inhibitor empagliflozin",
         ),
     )
 }

@@ -212,7 +212,7 @@ def test_mixing_offset_and_naive_timestamps_is_an_error(tmp_path):
         ("0,carbs,,g,", "value", ["empty"]),
         ("0,carbs,-5,g,", "value", ["negative amount -5 g for 'carbs'"]),
         ("0,carbs,-0.005,kg,", "value", ["negative amount -0.005 kg for 'carbs'"]),
-        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, bolus, carbs, cgm"]),
+        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, blood_loss, bolus, carbs, cgm, exercise, sglt2i, sodium_intake"]),
         ("0,Carbs,5,g,", "kind", ["unknown kind 'Carbs'"]),
         ("0,,5,g,", "kind", ["empty"]),
         ("0,carbs,5,mL,", "unit", ["unit 'mL' is not convertible to 'g' required by 'carbs'"]),
@@ -449,7 +449,7 @@ def test_empty_timeline_constructor():
 
 def test_timeline_kind_validation():
     with pytest.raises(ValueError, match="duration"):
-        TimelineKind("x", "g", "", duration="required")
+        TimelineKind("x", "g", "", duration="sometimes")
     with pytest.raises(ValueError, match="unknown unit"):
         TimelineKind("x", "grams_of_xyz", "")
     with pytest.raises(ValueError, match="minimum"):
@@ -465,7 +465,7 @@ def test_builtin_kinds_register_through_hook():
     manager.register(kinds_module)
     registered = []
     manager.hook.register_timeline_kinds(register=registered.append)
-    assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm"}
+    assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm", "sodium_intake", "exercise", "blood_loss", "sglt2i"}
     builtin = kinds_module.BUILTIN_KINDS
     assert builtin["basal"].unit == "U/h" and builtin["basal"].duration == "forbidden"
     assert builtin["cgm"].observation and builtin["cgm"].unit_context == "glucose"
@@ -559,3 +559,21 @@ def test_one_corrupted_field_is_reported(tmp_path, table, data):
     message = str(info.value)
     assert message.startswith(f"{path}, row {rows[which]}, field '{field}': "), message
     assert re.fullmatch(r"[^\n]+", message)
+
+
+def test_required_duration_and_new_kinds(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("time,kind,value,unit,duration\n0,exercise,0.6,1,30\n10,blood_loss,0.5,L,20\n20,sglt2i,25,mg,\n"
+                    "30,sodium_intake,6.9,g/day,\n")
+    tl = read_timeline(path, kinds=None)
+    assert list(tl.kind) == ["exercise", "blood_loss", "sglt2i", "sodium_intake"]
+    assert tl.value[1] == 500.0  # 0.5 L -> mL
+    path.write_text("time,kind,value,unit,duration\n0,exercise,0.6,1,\n")
+    with pytest.raises(TimelineError, match=r"row 2, field 'duration': 'exercise' needs a duration"):
+        read_timeline(path)
+    path.write_text("time,kind,value,unit,duration\n0,exercise,1.2,1,10\n")
+    with pytest.raises(TimelineError, match=r"row 2, field 'value': value 1.2 above maximum 1 for 'exercise'"):
+        read_timeline(path)
+    path.write_text("time,kind,value,unit,duration\n0,sodium_intake,-1,mmol/day,\n")
+    with pytest.raises(TimelineError, match=r"row 2, field 'value': negative amount"):
+        read_timeline(path)
