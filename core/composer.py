@@ -149,6 +149,9 @@ class Model(eqx.Module):
                 continue
             u[inp.name] = raw * c.scale + c.offset
         for port, contributions in zip(organ.ports, self._ports[i]):
+            if port.builtin and not contributions:
+                u[port.name] = None  # nobody replaces the owner's own term
+                continue
             total = jnp.zeros((), dtype=signals.dtype)
             for k, scale, offset in contributions:
                 if k in outputs:
@@ -341,9 +344,15 @@ def compose(
 
     # ports: exactly one owner per pool
     owners: dict[str, int] = {}
+    pools: dict[str, str] = {}
     for i, o in enumerate(organs):
         for port in o.ports:
             owners[_qualify(o, port.name)] = i
+            if port.pool:
+                if port.pool in pools:
+                    raise WiringError(f"pool {port.pool!r} is owned by two organs: port {pools[port.pool]!r} "
+                                      f"and port {_qualify(o, port.name)!r}; compose only one of them")
+                pools[port.pool] = _qualify(o, port.name)
     contributions: dict[str, list[tuple[str, Output, Organ]]] = {}
     for (i, out), q in zip(decl_outputs, q_out):
         if out.flux_to:

@@ -153,11 +153,22 @@ class FluxPort:
     The composer sums every output declared with ``flux_to="<this organ>.<name>"``
     (after unit conversion to ``unit``) and passes the sum as ``u[name]``. Exactly
     one organ owns a pool.
+
+    ``builtin=True`` declares that the owner has its own term for this flux (for
+    example the glucose organ's renal excretion): when no organ in the composition
+    pushes into the port, ``u[name]`` is ``None`` and the owner uses its built-in
+    term; when a partner does (the renal organ), the partner's flux replaces it, so
+    the quantity is never counted twice.
+
+    ``pool`` names the physical pool (``"plasma_glucose"``, ``"blood_volume"``) so the
+    composer can refuse two organs that both claim to own it.
     """
 
     name: str
     unit: str
     description: str
+    builtin: bool = False
+    pool: str | None = None
 
 
 class Organ(eqx.Module):

@@ -122,6 +122,48 @@ def test_missing_output_and_unknown_names_are_refused():
         pt.compose([bad(), Sink()])
 
 
+def test_two_owners_of_one_pool_are_refused():
+    owner_a = type("A", (Sink,), {"name": "a", "ports": (pt.FluxPort("pool", "mg/min", "x", pool="plasma_glucose"),)})
+    owner_b = type("B", (Sink,), {"name": "b", "ports": (pt.FluxPort("glc", "mg/min", "x", pool="plasma_glucose"),)})
+    with pytest.raises(WiringError, match=r"pool 'plasma_glucose' is owned by two organs: port 'a\.pool' and port 'b\.glc'"):
+        pt.compose([owner_a(), owner_b()])
+
+
+class Owner(pt.Organ):
+    """Has its own loss term, which a partner's flux may replace."""
+
+    name = "owner"
+    states = (pt.State("Q", "mg", "amount"),)
+    ports = (pt.FluxPort("loss", "mg/min", "what leaves", builtin=True),)
+
+    def initial_state(self, p, u):
+        return {"Q": jnp.asarray(10.0)}
+
+    def rhs(self, t, x, p, u):
+        loss = 0.5 * x["Q"] if u["loss"] is None else u["loss"]
+        return {"Q": -loss}, {}
+
+
+class Remover(pt.Organ):
+    name = "remover"
+    states = (pt.State("R", "mg", "removed"),)
+    outputs = (pt.Output("removal", "mg/min", "removal", flux_to="owner.loss"),)
+
+    def initial_state(self, p, u):
+        return {"R": jnp.asarray(0.0)}
+
+    def rhs(self, t, x, p, u):
+        return {"R": jnp.asarray(2.0)}, {"removal": jnp.asarray(2.0)}
+
+
+def test_a_partner_flux_replaces_the_owners_builtin_term():
+    alone = pt.compose([Owner()])
+    assert float(alone.evaluate(0.0, jnp.array([10.0]), jnp.zeros(0), jnp.zeros(0))[0][0]) == -5.0
+    both = pt.compose([Owner(), Remover()])
+    dy, _ = both.evaluate(0.0, jnp.array([10.0, 0.0]), jnp.zeros(0), jnp.zeros(0))
+    assert list(np.asarray(dy)) == [-2.0, 2.0]  # the built-in -5 is gone, not added to
+
+
 def test_every_declared_unit_is_checked_at_build_time():
     bad = type("Bad", (Source,), {"states": (pt.State("A", "glorps", "amount"),)})
     with pytest.raises(WiringError, match=r"organ 'source', state 'A': unknown unit 'glorps'"):
