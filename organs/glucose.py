@@ -84,6 +84,9 @@ class Glucose(Organ):
         _p("m1", "1/min", 0.190, "rate liver -> plasma insulin", P07),
         _p("m2", "1/min", 0.484, "rate plasma -> liver insulin", P07),
         _p("m4", "1/min", 0.194, "peripheral insulin degradation", P07),
+        _p("f_renal_m4", "1", 0.4, "renal share of peripheral insulin degradation m4 (scaled by kidney function)",
+           "Rabkin, Ryan & Duckworth, Diabetologia 27:351 (1984): the kidney clears ~1/3-1/2 of systemic insulin",
+           "logit", 0.0, 1.0, "population"),
         _p("m30", "1/min", 0.285, "basal hepatic insulin extraction rate, m1*HEb/(1-HEb)", P07),
         _p("HEb", "1", 0.6, "basal hepatic insulin extraction", P07, "logit", 0.0, 1.0),
         _p("m5", "min*kg/pmol", 0.0304, "sensitivity of hepatic extraction to secretion, HE = HEb - m5 (S - Sb)", P07),
@@ -136,11 +139,17 @@ class Glucose(Organ):
               source="timeline.basal_set"),
         Input("portal_insulin", "pmol/kg", 0.0, "portal vein insulin Ipo (from the pancreas)",
               source="pancreas.portal_insulin"),
+        Input("kidney_function", "1", 1.0, "GFR relative to normal; scales the renal share of insulin clearance",
+              source="renal.relative_gfr"),
         Input("basal_secretion", "pmol/kg/min", 0.0, "basal pancreatic secretion Sb (from the pancreas)",
               source="pancreas.basal_secretion"),
     )
 
-    ports = (FluxPort("insulin_secretion", "pmol/kg/min", "pancreatic insulin secretion into the liver"),)
+    ports = (
+        FluxPort("insulin_secretion", "pmol/kg/min", "pancreatic insulin secretion into the liver", pool="liver_insulin"),
+        FluxPort("renal_glucose_excretion", "mg/min", "urinary glucose excretion; replaces the built-in E "
+                 "(ke1, ke2) when a kidney organ is composed", builtin=True, pool="plasma_glucose"),
+    )
 
     outputs = (
         Output("plasma_glucose", "mg/dL", "plasma glucose concentration G = Gp/Vg"),
@@ -213,8 +222,12 @@ class Glucose(Organ):
         # --- utilisation: Uii = Fsnc; Uid = Vm(X) Gt / (Km0 + Gt), Vm = Vm0 + Vmx X
         Uii = p["Fsnc"]
         Uid = (p["Vm0"] + p["Vmx"] * x["X"]) * x["Gt"] / (p["Km0"] + x["Gt"])
-        # --- renal excretion: E = ke1 (Gp - ke2) above the threshold
-        E = p["ke1"] * self._ramp(x["Gp"] - p["ke2"])
+        # --- renal excretion: E = ke1 (Gp - ke2) above the threshold, unless a kidney organ
+        # supplies urinary glucose excretion through the port (then it replaces E)
+        if u["renal_glucose_excretion"] is None:
+            E = p["ke1"] * self._ramp(x["Gp"] - p["ke2"])
+        else:
+            E = u["renal_glucose_excretion"] / p["BW"]
         # --- glucose kinetics
         dGp = self._ramp(EGP) + Ra - Uii - E - p["k1"] * x["Gp"] + p["k2"] * x["Gt"]
         dGt = -Uid + p["k1"] * x["Gp"] - p["k2"] * x["Gt"]
@@ -227,7 +240,9 @@ class Glucose(Organ):
         HE = p["HEb"] - p["m5"] * (S - u["basal_secretion"])
         m3 = p["m30"] + p["m1"] * (HE / (1.0 - HE) - p["HEb"] / (1.0 - p["HEb"]))
         Rai = p["ka1"] * x["Isc1"] + p["ka2"] * x["Isc2"]  # appearance from subcutis
-        dIp = -(p["m2"] + p["m4"]) * x["Ip"] + p["m1"] * x["Il"] + Rai
+        # the renal share of peripheral degradation m4 falls with kidney function
+        m4 = p["m4"] - p["m4"] * p["f_renal_m4"] * (1.0 - u["kidney_function"])
+        dIp = -(p["m2"] + m4) * x["Ip"] + p["m1"] * x["Il"] + Rai
         dIl = -(p["m1"] + m3) * x["Il"] + p["m2"] * x["Ip"] + S
         # insulin action on utilisation, and delayed action on production
         dX = -p["p2u"] * x["X"] + p["p2u"] * (I - p["Ib"])
