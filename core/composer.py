@@ -122,6 +122,11 @@ class Model(eqx.Module):
                 out[_qualify(organ, inp.name)] = c.source if c.kind != "default" else f"default {inp.default:g} {inp.unit}"
         return out
 
+    @property
+    def state_scales(self) -> tuple[float, ...]:
+        """`State.scale` of every state, in the order of `state_names`."""
+        return tuple(float(s.scale) for o in self.organs for s in o.states)
+
     def nominal_params(self) -> dict[str, float]:
         return {_qualify(o, p.name): p.value for o in self.organs for p in o.params}
 

@@ -67,12 +67,15 @@ class State:
         unit: pint unit string (e.g. ``"mg/kg"``).
         description: one line for plots and ``long_name``.
         nonnegative: the state is physically >= 0.
+        scale: typical magnitude, in ``unit``; the solver's absolute tolerance for
+            this state is ``atol * scale`` (e.g. 1000 for a state in mg that holds grams).
     """
 
     name: str
     unit: str
     description: str
     nonnegative: bool = True
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)

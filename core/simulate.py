@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 import pandas as pd
 import xarray as xr
 from jaxtyping import Array, Float
@@ -49,11 +50,18 @@ def require_x64() -> None:
 
 
 class _VectorField(eqx.Module):
+    """The whole batch as one ODE: states ``(S, P)``, one patient per column.
+
+    Timeline signals are looked up at ``min(t, t_hold)``: ``t_hold`` is the float just
+    before the end of the current segment, so a stage evaluated exactly at a reset
+    time still sees the old input (otherwise the controller creeps up to it)."""
+
     model: Model
 
     def __call__(self, t, y, args):
-        theta, sig_t, sig_v = args
-        return self.model.evaluate(t, y, theta, _lookup(t, sig_t, sig_v))[0]
+        theta, sig_t, sig_v, t_hold = args
+        u = _lookup(jnp.minimum(t, t_hold), sig_t, sig_v)
+        return jax.vmap(lambda yi, th: self.model.evaluate(t, yi, th, u)[0], in_axes=1, out_axes=1)(y, theta)
 
 
 def _lookup(t, sig_t, sig_v):
@@ -62,43 +70,75 @@ def _lookup(t, sig_t, sig_v):
     return sig_v[k]
 
 
-def _solve_one(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
-    """Solve one patient. The integration is split at the reset times (padded with
-    +inf, which become empty segments at the end); within a segment every timeline
-    breakpoint is a ``jump_ts`` of the step-size controller."""
+def _worst_patient_norm(x: Float[Array, "state patient"]):
+    """Error norm of a batch: the largest per-patient RMS norm. Non-finite patients
+    are left out, so one patient that blows up does not stall the others."""
+    r = jax.vmap(optx.rms_norm, in_axes=1)(x)
+    return jnp.max(jnp.where(jnp.isfinite(r), r, 0.0))
+
+
+def _controller(sig_t, b, rtol, atol):
+    """Step-size control on the worst patient, clipped at the timeline breakpoints
+    before the segment end ``b``."""
+    pid = diffrax.PIDController(rtol=rtol, atol=atol, norm=_worst_patient_norm)
+    return diffrax.ClipStepSizeController(pid, jump_ts=jnp.where(sig_t[1:] < b, sig_t[1:], jnp.inf))
+
+
+def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
+    """Solve a batch of patients (``theta`` is ``(P, Q)``) as one ODE with shared steps.
+
+    The integration is split at the reset times (padded with +inf, which become
+    empty segments at the end); within a segment every timeline breakpoint is a
+    ``jump_ts`` of the step-size controller. ``atol`` is scaled per state by the
+    declared `State.scale`. Returns ``ys[T, S, P]``, the diffrax result and steps."""
     t0, t1 = save_ts[0], save_ts[-1]
     term = diffrax.ODETerm(_VectorField(model))
-    controller = diffrax.ClipStepSizeController(
-        diffrax.PIDController(rtol=rtol, atol=atol), jump_ts=sig_t[1:]
-    )
+    atol = atol * jnp.asarray(model.state_scales)[:, None]
     bounds = jnp.concatenate([t0[None], jnp.clip(reset_t, t0, t1), t1[None]])
     real = jnp.concatenate([jnp.array([False]), reset_t < t1])
+    # each output time comes from the segment that contains it (right-continuous at resets)
+    which = jnp.sum(save_ts[:, None] >= jnp.where(reset_t < t1, reset_t, jnp.inf)[None, :], axis=1)
 
-    def segment(y, j):
+    def reset(a, y, mask):
+        u = _lookup(a, sig_t, sig_v)
+        return jax.vmap(lambda yi, th: model.reset(a, yi, th, u, mask), in_axes=(1, 0), out_axes=1)(y, theta)
+
+    def segment(carry, j):
+        y, ys, result, steps = carry
         a, b = bounds[j], bounds[j + 1]
-        y = jnp.where(real[j], model.reset(a, y, theta, _lookup(a, sig_t, sig_v), reset_mask[jnp.maximum(j - 1, 0)]), y)
+        y = jnp.where(real[j], reset(a, y, reset_mask[jnp.maximum(j - 1, 0)]), y)
         sol = diffrax.diffeqsolve(
             term, solver, t0=a, t1=b, dt0=jnp.minimum(1.0, jnp.maximum(b - a, 1e-9)), y0=y,
-            args=(theta, sig_t, sig_v), saveat=diffrax.SaveAt(ts=jnp.clip(save_ts, a, b)),
-            stepsize_controller=controller, adjoint=adjoint, max_steps=max_steps, throw=False,
+            args=(theta.T, sig_t, sig_v, jnp.nextafter(b, -jnp.inf)), saveat=diffrax.SaveAt(ts=jnp.clip(save_ts, a, b)),
+            stepsize_controller=_controller(sig_t, b, rtol, atol), adjoint=adjoint, max_steps=max_steps, throw=False,
         )
-        return sol.ys[-1], (sol.ys, sol.result == diffrax.RESULTS.successful,
-                            sol.result == diffrax.RESULTS.max_steps_reached, sol.stats["num_steps"])
+        ys = jnp.where((which == j)[:, None, None], sol.ys, ys)
+        result = jnp.where(result == 0, _result_code(sol.result), result)
+        return (sol.ys[-1], ys, result, steps + sol.stats["num_steps"]), None
 
-    y0 = model.initial_state(theta, _lookup(t0, sig_t, sig_v))
-    if reset_t.shape[0] == 0:
-        _, (ys, ok, maxed, steps) = segment(y0, 0)
-    else:
-        _, (seg_ys, oks, maxeds, stepss) = jax.lax.scan(segment, y0, jnp.arange(reset_t.shape[0] + 1))
-        # each output time comes from the segment that contains it (right-continuous at resets)
-        which = jnp.sum(save_ts[:, None] >= jnp.where(reset_t < t1, reset_t, jnp.inf)[None, :], axis=1)
-        ys = seg_ys[which, jnp.arange(save_ts.shape[0])]
-        ok, maxed, steps = jnp.all(oks), jnp.any(maxeds), jnp.sum(stepss)
-    outs = jax.vmap(lambda t, y: model.evaluate(t, y, theta, _lookup(t, sig_t, sig_v))[1])(save_ts, ys)
-    status = jnp.where(ok, 0, jnp.where(maxed, 1, 2))
-    finite = jnp.all(jnp.isfinite(ys)) & jnp.all(jnp.isfinite(outs))
-    status = jnp.where((status == 0) & ~finite, 3, status)
-    return ys, outs, status, steps
+    y0 = jax.vmap(lambda th: model.initial_state(th, _lookup(t0, sig_t, sig_v)), out_axes=1)(theta)
+    carry = (y0, jnp.zeros(save_ts.shape + y0.shape, y0.dtype), jnp.array(0), jnp.array(0))
+    (_, ys, result, steps), _ = jax.lax.scan(segment, carry, jnp.arange(reset_t.shape[0] + 1))
+    return ys, result, steps
+
+
+def _result_code(result):
+    """diffrax result -> 0 success, 1 max_steps_reached, 2 other solver failure."""
+    return jnp.where(result == diffrax.RESULTS.successful, 0,
+                     jnp.where(result == diffrax.RESULTS.max_steps_reached, 1, 2))
+
+
+def _solve_and_report(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
+    """`_solve_shared`, then outputs and per-patient status and steps, patients first:
+    ``(ys[P,T,S], outs[P,T,O], status[P], steps[P])``."""
+    ys, result, steps = _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask,
+                                      save_ts, rtol, atol)
+    ys = jnp.transpose(ys, (2, 0, 1))
+    u = jax.vmap(lambda t: _lookup(t, sig_t, sig_v))(save_ts)
+    outs = jax.vmap(lambda y, th: jax.vmap(lambda t, yt, ut: model.evaluate(t, yt, th, ut)[1])(save_ts, y, u))(ys, theta)
+    finite = jnp.all(jnp.isfinite(ys), axis=(1, 2)) & jnp.all(jnp.isfinite(outs), axis=(1, 2))
+    status = jnp.where((result == 0) & ~finite, 3, result)
+    return ys, outs, status, jnp.broadcast_to(steps, status.shape)
 
 
 _TRACES = [0]
@@ -111,13 +151,43 @@ def trace_count() -> int:
 
 
 @eqx.filter_jit
-def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
-    """The one compiled entry point: vmap over patients (axis 0 of ``theta``)."""
+def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol,
+                 mesh=None):
+    """The compiled entry point: all patients in lock-step (one shared step size).
+
+    With a ``mesh`` (several devices, e.g. CPU cores), the patients are split
+    evenly over its devices (padded by repeating the last one), and each part is
+    solved independently, with its own step sizes."""
     _TRACES[0] += 1  # runs at trace time only
-    return jax.vmap(
-        lambda th: _solve_one(model, solver, adjoint, max_steps, th, sig_t, sig_v, reset_t, reset_mask,
-                              save_ts, rtol, atol)
-    )(theta)
+    solve = lambda th: _solve_and_report(model, solver, adjoint, max_steps, th, sig_t, sig_v, reset_t, reset_mask,
+                                         save_ts, rtol, atol)
+    if mesh is None:
+        return solve(theta)
+    n = theta.shape[0]
+    pad = -n % mesh.size
+    if pad:
+        theta = jnp.concatenate([theta, jnp.repeat(theta[-1:], pad, axis=0)])
+    spec = jax.sharding.PartitionSpec("patient")
+    out = jax.shard_map(solve, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(theta)
+    return jax.tree.map(lambda a: a[:n], out) if pad else out
+
+
+@eqx.filter_jit
+def _solve_batch_isolated(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol,
+                          atol):
+    """Fallback: every patient with its own step sizes (a vmap of one-patient solves),
+    so a patient that exhausts ``max_steps`` or fails does not take the others along."""
+    out = jax.vmap(lambda th: _solve_and_report(model, solver, adjoint, max_steps, th[None], sig_t, sig_v, reset_t,
+                                                reset_mask, save_ts, rtol, atol))(theta)
+    return jax.tree.map(lambda a: a[:, 0], out)
+
+
+def _patient_mesh(n_patients: int):
+    """A one-axis mesh over the local devices, if there are several and enough patients."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or n_patients < 2 * len(devices):
+        return None
+    return jax.sharding.Mesh(np.array(devices), ("patient",))
 
 
 def _reset_times(model: Model, times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,9 +333,18 @@ class Simulator(eqx.Module):
 
     # ---------------------------------------------------------------- solving
     def solve(self, theta: Float[Array, "patient param"]):
-        """Raw batched solve: ``(states[P,T,S], outputs[P,T,O], status[P], steps[P])``."""
-        return _solve_batch(self.model, self.solver, self.adjoint, self.max_steps, theta, self.sig_t,
-                            self.sig_v, self.reset_t, self.reset_mask, self.times, self.rtol, self.atol)
+        """Raw batched solve: ``(states[P,T,S], outputs[P,T,O], status[P], steps[P])``.
+
+        All patients step together; if that shared solve fails (``max_steps`` or a
+        solver failure, e.g. one patient too stiff), the batch is solved again with
+        per-patient step sizes so that only the failing patients are flagged."""
+        args = (self.model, self.solver, self.adjoint, self.max_steps, theta, self.sig_t, self.sig_v, self.reset_t,
+                self.reset_mask, self.times, self.rtol, self.atol)
+        result = _solve_batch(*args, mesh=_patient_mesh(theta.shape[0]))
+        status = result[2]
+        if theta.shape[0] > 1 and not isinstance(status, jax.core.Tracer) and bool(jnp.any((status == 1) | (status == 2))):
+            result = _solve_batch_isolated(*args)
+        return result
 
     def __call__(self, params: Mapping[str, Array]) -> dict[str, Array]:
         """Trajectories of every state and output for one patient, by qualified name."""
@@ -298,7 +377,8 @@ class Simulator(eqx.Module):
                    "flag_meanings": " ".join(STATUS_MEANINGS)})
         data_vars["solver_steps"] = xr.Variable(
             () if single else ("patient",), steps[0] if single else steps,
-            attrs={"long_name": "accepted + rejected solver steps", "units": "1"})
+            attrs={"long_name": "accepted + rejected solver steps (shared by the patients solved together)",
+                   "units": "1"})
         data_vars["parameter_values"] = xr.Variable(
             ("parameter",) if single else ("patient", "parameter"), theta[0] if single else theta,
             attrs={"long_name": "patient parameters used (units: see parameter_units)"})
@@ -318,7 +398,8 @@ class Simulator(eqx.Module):
             "jax_version": jax.__version__,
             "diffrax_version": diffrax.__version__ if hasattr(diffrax, "__version__") else "",
             "solver": solver,
-            "step_size_controller": "PIDController (jump_ts at every timeline breakpoint)",
+            "step_size_controller": "PIDController, worst-patient norm (patients share steps), "
+                                    "atol x state scale, jump_ts at every timeline breakpoint",
             "rtol": float(self.rtol),
             "atol": float(self.atol),
             "max_steps": self.max_steps,

@@ -47,7 +47,8 @@ def test_single_patient_has_no_patient_dimension(two_patients):
     ds = pt.simulate(["glucose"], "adult#001", SCENARIO, hours=6, every=5)
     assert ds["glucose.plasma_glucose"].dims == ("time",)
     assert ds["patient"].item() == "adult#001"
-    np.testing.assert_allclose(ds["glucose.plasma_glucose"], two_patients["glucose.plasma_glucose"][0])
+    # patients of one batch share step sizes, so a patient alone agrees to solver tolerance
+    np.testing.assert_allclose(ds["glucose.plasma_glucose"], two_patients["glucose.plasma_glucose"][0], rtol=1e-5)
 
 
 def test_patient_table_round_trip(tmp_path, two_patients):
@@ -98,7 +99,7 @@ def test_a_failing_patient_is_flagged_and_the_others_stand(two_patients):
     ds = pt.simulate(["glucose"], table, SCENARIO, hours=6, every=5, max_steps=2000)
     status = ds["solver_status"].values
     assert status[0] == 0 and STATUS_MEANINGS[status[1]] in ("max_steps_reached", "solver_failure")
-    np.testing.assert_allclose(ds["glucose.plasma_glucose"][0], two_patients["glucose.plasma_glucose"][0])
+    np.testing.assert_allclose(ds["glucose.plasma_glucose"][0], two_patients["glucose.plasma_glucose"][0], rtol=1e-5)
 
 
 def test_invalid_durations_and_intervals():
