@@ -117,7 +117,7 @@ def machine_info():
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(), "jax": jax.__version__,
             "physiotwin": pt.__version__, "device": f"{dev.platform}:{getattr(dev, 'device_kind', dev)}",
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+            "devices": len(jax.devices()), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
 
 
 def main(argv=None):
@@ -126,7 +126,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-simglucose", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--devices", type=int, default=os.cpu_count(),
+                    help="CPU devices to split patients over (default: one per core)")
+    ap.add_argument("--rtol", type=float, default=None, help="solver rtol (default: physiotwin's)")
     args = ap.parse_args(argv)
+    jax.config.update("jax_num_cpu_devices", args.devices)  # before JAX starts its backend
 
     log = CompileLog()
     jax_logger = logging.getLogger("jax")
@@ -136,8 +140,9 @@ def main(argv=None):
 
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items() if v != ""))
-    sim = pt.Simulator(["glucose"], timeline(SCENARIO), hours=24, every=5)
-    sim_variant = pt.Simulator(["glucose"], timeline(VARIANT), hours=24, every=5)
+    tol = {} if args.rtol is None else {"rtol": args.rtol, "atol": args.rtol}
+    sim = pt.Simulator(["glucose"], timeline(SCENARIO), hours=24, every=5, **tol)
+    sim_variant = pt.Simulator(["glucose"], timeline(VARIANT), hours=24, every=5, **tol)
     names = [p for p in pt.bundled_patients().index if not p.startswith("normal")]
     _, theta30, _ = resolve_patients(sim.model, names)
     assert theta30.shape[0] == 30, theta30.shape
@@ -150,7 +155,8 @@ def main(argv=None):
     sg = None if args.no_simglucose else bench_simglucose()
 
     print(f"\nscenario: 24 h, meals {SCENARIO} (min, g, U), default basal; "
-          f"Tsit5 rtol=atol=1e-6, output every 5 min; {args.repeats} timed calls per N")
+          f"{type(sim.solver).__name__} rtol={float(sim.rtol):g} atol={float(sim.atol):g}, output every 5 min; "
+          f"{args.repeats} timed calls per N; {len(jax.devices())} CPU device(s)")
     head = f"{'N':>6} {'median s':>10} {'pt-days/s':>11} {'compile s':>10} {'(xla s)':>8} {'steps':>7} {'max':>6} {'status':>7}"
     if sg:
         head += f" {'x simglucose':>13}"

@@ -28,6 +28,11 @@ def _setup_jax() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # one CPU device per core: large cohorts are split over them (before JAX starts its backend)
+    try:
+        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    except RuntimeError:
+        pass  # the backend is already running (e.g. the CLI invoked from a Python session)
     cache = os.environ.get("PHYSIOTWIN_JAX_CACHE", str(Path.home() / ".cache" / "physiotwin" / "jax"))
     if cache:
         try:

@@ -285,7 +285,7 @@ class Simulator(eqx.Module):
     start: datetime | None = eqx.field(static=True)
 
     def __init__(self, organs, timeline=None, duration=None, *, minutes=None, hours=None, days=None,
-                 every: float = 5.0, solver=None, rtol: float = 1e-6, atol: float = 1e-6,
+                 every: float = 5.0, solver=None, rtol: float = 1e-5, atol: float = 1e-5,
                  max_steps: int | None = None, adjoint=None):
         require_x64()
         self.model = organs if isinstance(organs, Model) else compose(organs)
@@ -419,8 +419,8 @@ def simulate(
     days: float | None = None,
     every: float = 5.0,
     solver=None,
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
     max_steps: int | None = None,
 ) -> xr.Dataset:
     """Simulate one or many patients on a timeline.

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_num_cpu_devices", 2)  # as the CLI does on a 2-core machine: exercises the split path
 _CACHE = os.environ.get("PHYSIOTWIN_TEST_JAX_CACHE", str(Path(__file__).resolve().parent.parent / ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

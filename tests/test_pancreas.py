@@ -25,7 +25,7 @@ def test_wiring_goes_both_ways():
 
 
 def test_basal_state_is_an_equilibrium():
-    ds = pt.simulate(["glucose", "pancreas"], "normal#001", None, hours=6, every=5)
+    ds = pt.simulate(["glucose", "pancreas"], "normal#001", None, hours=6, every=5, rtol=1e-9, atol=1e-9)
     g, i = ds["glucose.plasma_glucose"].values, ds["glucose.plasma_insulin"].values
     assert g[0] == pytest.approx(91.76) and i[0] == pytest.approx(25.49)
     assert np.ptp(g) < 1e-6 and np.ptp(i) < 1e-3
