@@ -191,6 +191,9 @@ class Organ(eqx.Module):
     outputs: ClassVar[tuple[Output, ...]] = ()
     ports: ClassVar[tuple[FluxPort, ...]] = ()
     resets: ClassVar[tuple[str, ...]] = ()
+    #: the organ mixes fast reflexes with slow pools: compositions with it are solved with
+    #: an implicit solver and start from the composed steady state (see `physiotwin.Simulator`)
+    stiff: ClassVar[bool] = False
 
     def reset(self, t: Array, x: Mapping[str, Array], p: Mapping[str, Array], u: Mapping[str, Array]
               ) -> Mapping[str, ArrayLike]:

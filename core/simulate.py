@@ -28,6 +28,7 @@ from .composer import Model, compose
 from .contract import Organ
 from .patients import resolve_patients
 from .signals import compile_signals
+from .steady import settle
 from .timeline import Timeline, read_timeline
 
 __all__ = ["Simulator", "simulate", "STATUS_MEANINGS", "SimulationError"]
@@ -84,13 +85,17 @@ def _controller(sig_t, b, rtol, atol):
     return diffrax.ClipStepSizeController(pid, jump_ts=jnp.where(sig_t[1:] < b, sig_t[1:], jnp.inf))
 
 
-def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
+def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol,
+                  basal=None):
     """Solve a batch of patients (``theta`` is ``(P, Q)``) as one ODE with shared steps.
 
     The integration is split at the reset times (padded with +inf, which become
     empty segments at the end); within a segment every timeline breakpoint is a
     ``jump_ts`` of the step-size controller. ``atol`` is scaled per state by the
-    declared `State.scale`. Returns ``ys[T, S, P]``, the diffrax result and steps."""
+    declared `State.scale`. With ``basal`` (the signal values of the basal inputs),
+    each patient starts from the composed model's steady state (`physiotwin.steady`).
+    Returns ``ys[T, S, P]``, the diffrax result, steps, and per patient whether the
+    start was found."""
     t0, t1 = save_ts[0], save_ts[-1]
     term = diffrax.ODETerm(_VectorField(model))
     atol = atol * jnp.asarray(model.state_scales)[:, None]
@@ -116,10 +121,16 @@ def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_
         result = jnp.where(result == 0, _result_code(sol.result), result)
         return (sol.ys[-1], ys, result, steps + sol.stats["num_steps"]), None
 
-    y0 = jax.vmap(lambda th: model.initial_state(th, _lookup(t0, sig_t, sig_v)), out_axes=1)(theta)
+    def start(th):
+        y = model.initial_state(th, _lookup(t0, sig_t, sig_v))
+        if basal is None:
+            return y, jnp.array(True)
+        return settle(model, th, basal, y)
+
+    y0, started = jax.vmap(start, out_axes=(1, 0))(theta)
     carry = (y0, jnp.zeros(save_ts.shape + y0.shape, y0.dtype), jnp.array(0), jnp.array(0))
     (_, ys, result, steps), _ = jax.lax.scan(segment, carry, jnp.arange(reset_t.shape[0] + 1))
-    return ys, result, steps
+    return ys, result, steps, started
 
 
 def _result_code(result):
@@ -128,16 +139,17 @@ def _result_code(result):
                      jnp.where(result == diffrax.RESULTS.max_steps_reached, 1, 2))
 
 
-def _solve_and_report(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol):
+def _solve_and_report(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol,
+                      basal=None):
     """`_solve_shared`, then outputs and per-patient status and steps, patients first:
     ``(ys[P,T,S], outs[P,T,O], status[P], steps[P])``."""
-    ys, result, steps = _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask,
-                                      save_ts, rtol, atol)
+    ys, result, steps, started = _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t,
+                                               reset_mask, save_ts, rtol, atol, basal)
     ys = jnp.transpose(ys, (2, 0, 1))
     u = jax.vmap(lambda t: _lookup(t, sig_t, sig_v))(save_ts)
     outs = jax.vmap(lambda y, th: jax.vmap(lambda t, yt, ut: model.evaluate(t, yt, th, ut)[1])(save_ts, y, u))(ys, theta)
     finite = jnp.all(jnp.isfinite(ys), axis=(1, 2)) & jnp.all(jnp.isfinite(outs), axis=(1, 2))
-    status = jnp.where((result == 0) & ~finite, 3, result)
+    status = jnp.where(started, jnp.where((result == 0) & ~finite, 3, result), 2)
     return ys, outs, status, jnp.broadcast_to(steps, status.shape)
 
 
@@ -152,7 +164,7 @@ def trace_count() -> int:
 
 @eqx.filter_jit
 def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol,
-                 mesh=None):
+                 basal=None, mesh=None):
     """The compiled entry point: all patients in lock-step (one shared step size).
 
     With a ``mesh`` (several devices, e.g. CPU cores), the patients are split
@@ -160,7 +172,7 @@ def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t
     solved independently, with its own step sizes."""
     _TRACES[0] += 1  # runs at trace time only
     solve = lambda th: _solve_and_report(model, solver, adjoint, max_steps, th, sig_t, sig_v, reset_t, reset_mask,
-                                         save_ts, rtol, atol)
+                                         save_ts, rtol, atol, basal)
     if mesh is None:
         return solve(theta)
     n = theta.shape[0]
@@ -174,11 +186,11 @@ def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t
 
 @eqx.filter_jit
 def _solve_batch_isolated(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol,
-                          atol):
+                          atol, basal=None):
     """Fallback: every patient with its own step sizes (a vmap of one-patient solves),
     so a patient that exhausts ``max_steps`` or fails does not take the others along."""
     out = jax.vmap(lambda th: _solve_and_report(model, solver, adjoint, max_steps, th[None], sig_t, sig_v, reset_t,
-                                                reset_mask, save_ts, rtol, atol))(theta)
+                                                reset_mask, save_ts, rtol, atol, basal))(theta)
     return jax.tree.map(lambda a: a[:, 0], out)
 
 
@@ -265,10 +277,14 @@ class Simulator(eqx.Module):
         timeline: a `Timeline`, a CSV/TOML path, a DataFrame, or None (no events).
         duration / minutes / hours / days: simulated time (exactly one).
         every: output interval in minutes.
-        solver: a diffrax solver (default `diffrax.Tsit5()`).
+        solver: a diffrax solver; by default `diffrax.Kvaerno5()` when an organ of the
+            composition is stiff (`Organ.stiff`), else `diffrax.Tsit5()`.
         rtol, atol: tolerances of the PID step-size controller.
         max_steps: solver step budget; a patient that exceeds it is flagged.
         adjoint: diffrax adjoint for gradients (default recursive checkpointing).
+        initial: ``"steady"`` starts each patient from the composed model's steady
+            state at its basal inputs (`physiotwin.steady.settle`); ``"organs"`` from
+            the organs' own initial states. Default: ``"steady"`` when an organ is stiff.
     """
 
     model: Model
@@ -283,10 +299,11 @@ class Simulator(eqx.Module):
     adjoint: diffrax.AbstractAdjoint = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     start: datetime | None = eqx.field(static=True)
+    basal: Float[Array, " signal"] | None
 
     def __init__(self, organs, timeline=None, duration=None, *, minutes=None, hours=None, days=None,
                  every: float = 5.0, solver=None, rtol: float = 1e-5, atol: float = 1e-5,
-                 max_steps: int | None = None, adjoint=None):
+                 max_steps: int | None = None, adjoint=None, initial: str | None = None):
         require_x64()
         self.model = organs if isinstance(organs, Model) else compose(organs)
         total = _duration_minutes(duration, hours, days, minutes)
@@ -311,7 +328,14 @@ class Simulator(eqx.Module):
         self.sig_v = jnp.asarray(sig_v)
         self.rtol = jnp.asarray(rtol, dtype=float)
         self.atol = jnp.asarray(atol, dtype=float)
-        self.solver = diffrax.Tsit5() if solver is None else solver
+        stiff = any(o.stiff for o in self.model.organs)
+        self.solver = (diffrax.Kvaerno5() if stiff else diffrax.Tsit5()) if solver is None else solver
+        initial = ("steady" if stiff else "organs") if initial is None else initial
+        if initial not in ("steady", "organs"):
+            raise SimulationError(f"initial must be 'steady' or 'organs', not {initial!r}")
+        # the basal inputs: what the signals are when the timeline holds no event at all
+        self.basal = jnp.asarray(compile_signals(Timeline.empty(), self.model.signal_names, total)[1][0]) \
+            if initial == "steady" else None
         self.adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
         # budget: generous per simulated day and per breakpoint, and static (no retrace per scenario)
         self.max_steps = int(max_steps) if max_steps is not None else 4096 * max(1, math.ceil(total / 1440.0))
@@ -339,7 +363,7 @@ class Simulator(eqx.Module):
         solver failure, e.g. one patient too stiff), the batch is solved again with
         per-patient step sizes so that only the failing patients are flagged."""
         args = (self.model, self.solver, self.adjoint, self.max_steps, theta, self.sig_t, self.sig_v, self.reset_t,
-                self.reset_mask, self.times, self.rtol, self.atol)
+                self.reset_mask, self.times, self.rtol, self.atol, self.basal)
         result = _solve_batch(*args, mesh=_patient_mesh(theta.shape[0]))
         status = result[2]
         if theta.shape[0] > 1 and not isinstance(status, jax.core.Tracer) and bool(jnp.any((status == 1) | (status == 2))):
@@ -403,6 +427,7 @@ class Simulator(eqx.Module):
             "rtol": float(self.rtol),
             "atol": float(self.atol),
             "max_steps": self.max_steps,
+            "initial_state": "composed steady state at basal inputs" if self.basal is not None else "organs' initial states",
             "Conventions": "CF-1.10",
         }
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -422,6 +447,7 @@ def simulate(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     max_steps: int | None = None,
+    initial: str | None = None,
 ) -> xr.Dataset:
     """Simulate one or many patients on a timeline.
 
@@ -432,7 +458,7 @@ def simulate(
         timeline: CSV/TOML path, DataFrame, `Timeline`, or None.
         duration: minutes (or give ``minutes=``, ``hours=`` or ``days=``).
         every: output interval in minutes (default 5).
-        solver, rtol, atol, max_steps: see `Simulator`.
+        solver, rtol, atol, max_steps, initial: see `Simulator`.
 
     Returns:
         An `xarray.Dataset` with dims ``time`` (and ``patient`` unless a single name
@@ -441,7 +467,7 @@ def simulate(
         the others' results stand.
     """
     sim = Simulator(organs, timeline, duration, minutes=minutes, hours=hours, days=days, every=every,
-                    solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+                    solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, initial=initial)
     names, theta, single = resolve_patients(sim.model, patients)
     result = sim.solve(jnp.asarray(theta))
     return sim.to_dataset(names, theta, single, result)
