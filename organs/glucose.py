@@ -16,7 +16,10 @@ insulin (Isc1, Isc2) and subcutaneous glucose (Gs). A 14th, bookkeeping state
 ``Qsto_meal`` holds the stomach content at the start of the current eating
 episode, which the nonlinear gastric emptying needs (the simulator's
 ``_last_Qsto``; Dalla Man 2006): it is constant, and set to Qsto1 + Qsto2 by
-`Glucose.reset` whenever an eating episode begins.
+`Glucose.reset` whenever an eating episode begins. A 15th, ``Y``, is the exercise
+signal of Breton (2008): heart rate above rest, filtered with T_HR, which raises
+insulin-independent utilisation (Dalla Man, Breton & Cobelli 2009); it stays 0
+unless a cardiovascular organ reports a heart-rate rise.
 
 Two numerical modes:
 
@@ -71,6 +74,7 @@ class Glucose(Organ):
         State("Isc2", "pmol/kg", "subcutaneous insulin, monomeric"),
         State("Gs", "mg/kg", "subcutaneous glucose (sensor glucose x Vg)"),
         State("Qsto_meal", "mg", "stomach content at the start of the current eating episode (bookkeeping)"),
+        State("Y", "1/min", "heart rate above rest, filtered (exercise signal; Breton 2008)", nonnegative=False),
     )
 
     params = (
@@ -112,6 +116,11 @@ class Glucose(Organ):
         # renal excretion
         _p("ke1", "1/min", 0.0005, "glomerular filtration rate constant", T1D, scope="fixed"),
         _p("ke2", "mg/kg", 339.0, "renal threshold of glucose", T1D, scope="fixed"),
+        # exercise (Breton 2008; Dalla Man, Breton & Cobelli, JDST 3:56, 2009)
+        _p("T_HR", "min", 5.0, "time constant of the heart-rate exercise signal Y",
+           "Breton 2008 / Dalla Man 2009 (T_HR)", scope="population"),
+        _p("beta_ex", "1/(1/min)", 0.01, "rise of insulin-independent utilisation Vm0 per beat/min of Y",
+           "Dalla Man, Breton & Cobelli 2009, model C (beta = 0.01 per bpm)", scope="population"),
         # subcutaneous insulin and glucose
         _p("kd", "1/min", 0.0164, "subcutaneous insulin degradation / transfer Isc1 -> Isc2", SIM),
         _p("ka1", "1/min", 0.0018, "absorption of non-monomeric subcutaneous insulin", SIM),
@@ -139,6 +148,8 @@ class Glucose(Organ):
               source="timeline.basal_set"),
         Input("portal_insulin", "pmol/kg", 0.0, "portal vein insulin Ipo (from the pancreas)",
               source="pancreas.portal_insulin"),
+        Input("heart_rate_rise", "1/min", 0.0, "heart rate above its resting value (exercise)",
+              source="cardiovascular.HR_rise"),
         Input("kidney_function", "1", 1.0, "GFR relative to normal; scales the renal share of insulin clearance",
               source="renal.relative_gfr"),
         Input("basal_secretion", "pmol/kg/min", 0.0, "basal pancreatic secretion Sb (from the pancreas)",
@@ -188,6 +199,7 @@ class Glucose(Organ):
             "Isc1": p["isc1ss"], "Isc2": p["isc2ss"],
             "Gs": p["Gpb"],
             "Qsto_meal": zero,
+            "Y": zero,
         }
 
     def reset(self, t, x, p, u):
@@ -219,9 +231,10 @@ class Glucose(Organ):
 
         # --- endogenous glucose production: EGP = kp1 - kp2 Gp - kp3 Id - kp4 Ipo
         EGP = p["kp1"] - p["kp2"] * x["Gp"] - p["kp3"] * x["Id"] - p["kp4"] * u["portal_insulin"]
-        # --- utilisation: Uii = Fsnc; Uid = Vm(X) Gt / (Km0 + Gt), Vm = Vm0 + Vmx X
+        # --- utilisation: Uii = Fsnc; Uid = Vm(X) Gt / (Km0 + Gt), Vm = Vm0 (1 + beta Y) + Vmx X
+        # (exercise raises the insulin-independent part through Y, Dalla Man 2009)
         Uii = p["Fsnc"]
-        Uid = (p["Vm0"] + p["Vmx"] * x["X"]) * x["Gt"] / (p["Km0"] + x["Gt"])
+        Uid = (p["Vm0"] * (1.0 + p["beta_ex"] * x["Y"]) + p["Vmx"] * x["X"]) * x["Gt"] / (p["Km0"] + x["Gt"])
         # --- renal excretion: E = ke1 (Gp - ke2) above the threshold, unless a kidney organ
         # supplies urinary glucose excretion through the port (then it replaces E)
         if u["renal_glucose_excretion"] is None:
@@ -253,11 +266,13 @@ class Glucose(Organ):
         dIsc2 = p["kd"] * x["Isc1"] - p["ka2"] * x["Isc2"]
         # --- subcutaneous glucose
         dGs = -p["ksc"] * x["Gs"] + p["ksc"] * x["Gp"]
+        # --- exercise signal: dY/dt = -(Y - dHR) / T_HR
+        dY = -(x["Y"] - u["heart_rate_rise"]) / p["T_HR"]
 
         dx = {
             "Qsto1": dQsto1, "Qsto2": dQsto2, "Qgut": dQgut, "Gp": dGp, "Gt": dGt,
             "Ip": dIp, "X": dX, "I1": dI1, "Id": dId, "Il": dIl,
-            "Isc1": dIsc1, "Isc2": dIsc2, "Gs": dGs, "Qsto_meal": 0.0 * dGs,
+            "Isc1": dIsc1, "Isc2": dIsc2, "Gs": dGs, "Qsto_meal": 0.0 * dGs, "Y": dY,
         }
         if self.mode == "reference":
             # the simulator freezes states that have gone negative
