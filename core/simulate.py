@@ -162,17 +162,28 @@ def trace_count() -> int:
     return _TRACES[0]
 
 
+def _per_patient(model, solver, adjoint, max_steps, theta, *rest):
+    """Every patient with its own step sizes (a vmap of one-patient solves)."""
+    out = jax.vmap(lambda th: _solve_and_report(model, solver, adjoint, max_steps, th[None], *rest))(theta)
+    return jax.tree.map(lambda a: a[:, 0], out)
+
+
 @eqx.filter_jit
 def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol,
-                 basal=None, mesh=None):
-    """The compiled entry point: all patients in lock-step (one shared step size).
+                 basal=None, mesh=None, per_patient=False):
+    """The compiled entry point.
 
-    With a ``mesh`` (several devices, e.g. CPU cores), the patients are split
-    evenly over its devices (padded by repeating the last one), and each part is
-    solved independently, with its own step sizes."""
+    By default all patients step together (one shared step size: no masking of
+    finished patients, and every operation works on whole batches). With
+    ``per_patient`` each patient has its own step sizes: needed by implicit solvers,
+    whose Newton iterations would otherwise see one Jacobian for the whole batch, and
+    used as the fallback that isolates a failing patient. With a ``mesh`` (several
+    devices, e.g. CPU cores), the patients are split evenly over its devices (padded
+    by repeating the last one), and each part is solved independently."""
     _TRACES[0] += 1  # runs at trace time only
-    solve = lambda th: _solve_and_report(model, solver, adjoint, max_steps, th, sig_t, sig_v, reset_t, reset_mask,
-                                         save_ts, rtol, atol, basal)
+    rest = (sig_t, sig_v, reset_t, reset_mask, save_ts, rtol, atol, basal)
+    batch = _per_patient if per_patient else _solve_and_report
+    solve = lambda th: batch(model, solver, adjoint, max_steps, th, *rest)
     if mesh is None:
         return solve(theta)
     n = theta.shape[0]
@@ -182,16 +193,6 @@ def _solve_batch(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t
     spec = jax.sharding.PartitionSpec("patient")
     out = jax.shard_map(solve, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(theta)
     return jax.tree.map(lambda a: a[:n], out) if pad else out
-
-
-@eqx.filter_jit
-def _solve_batch_isolated(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_t, reset_mask, save_ts, rtol,
-                          atol, basal=None):
-    """Fallback: every patient with its own step sizes (a vmap of one-patient solves),
-    so a patient that exhausts ``max_steps`` or fails does not take the others along."""
-    out = jax.vmap(lambda th: _solve_and_report(model, solver, adjoint, max_steps, th[None], sig_t, sig_v, reset_t,
-                                                reset_mask, save_ts, rtol, atol, basal))(theta)
-    return jax.tree.map(lambda a: a[:, 0], out)
 
 
 def _patient_mesh(n_patients: int):
@@ -359,15 +360,18 @@ class Simulator(eqx.Module):
     def solve(self, theta: Float[Array, "patient param"]):
         """Raw batched solve: ``(states[P,T,S], outputs[P,T,O], status[P], steps[P])``.
 
-        All patients step together; if that shared solve fails (``max_steps`` or a
-        solver failure, e.g. one patient too stiff), the batch is solved again with
-        per-patient step sizes so that only the failing patients are flagged."""
+        With an explicit solver all patients step together; if that shared solve
+        fails (``max_steps`` or a solver failure, e.g. one patient too stiff), the
+        batch is solved again with per-patient step sizes so that only the failing
+        patients are flagged. Implicit solvers always use per-patient steps."""
         args = (self.model, self.solver, self.adjoint, self.max_steps, theta, self.sig_t, self.sig_v, self.reset_t,
                 self.reset_mask, self.times, self.rtol, self.atol, self.basal)
-        result = _solve_batch(*args, mesh=_patient_mesh(theta.shape[0]))
+        implicit = isinstance(self.solver, diffrax.AbstractImplicitSolver)
+        result = _solve_batch(*args, mesh=_patient_mesh(theta.shape[0]), per_patient=implicit)
         status = result[2]
-        if theta.shape[0] > 1 and not isinstance(status, jax.core.Tracer) and bool(jnp.any((status == 1) | (status == 2))):
-            result = _solve_batch_isolated(*args)
+        if (not implicit and theta.shape[0] > 1 and not isinstance(status, jax.core.Tracer)
+                and bool(jnp.any((status == 1) | (status == 2)))):
+            result = _solve_batch(*args, per_patient=True)
         return result
 
     def __call__(self, params: Mapping[str, Array]) -> dict[str, Array]:
