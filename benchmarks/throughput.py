@@ -129,6 +129,8 @@ def main(argv=None):
     ap.add_argument("--devices", type=int, default=os.cpu_count(),
                     help="CPU devices to split patients over (default: one per core)")
     ap.add_argument("--rtol", type=float, default=None, help="solver rtol (default: physiotwin's)")
+    ap.add_argument("--organs", nargs="+", default=["glucose"],
+                    help="composition to time (e.g. glucose cardiovascular renal)")
     args = ap.parse_args(argv)
     jax.config.update("jax_num_cpu_devices", args.devices)  # before JAX starts its backend
 
@@ -141,8 +143,8 @@ def main(argv=None):
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items() if v != ""))
     tol = {} if args.rtol is None else {"rtol": args.rtol, "atol": args.rtol}
-    sim = pt.Simulator(["glucose"], timeline(SCENARIO), hours=24, every=5, **tol)
-    sim_variant = pt.Simulator(["glucose"], timeline(VARIANT), hours=24, every=5, **tol)
+    sim = pt.Simulator(args.organs, timeline(SCENARIO), hours=24, every=5, **tol)
+    sim_variant = pt.Simulator(args.organs, timeline(VARIANT), hours=24, every=5, **tol)
     names = [p for p in pt.bundled_patients().index if not p.startswith("normal")]
     _, theta30, _ = resolve_patients(sim.model, names)
     assert theta30.shape[0] == 30, theta30.shape
@@ -150,11 +152,14 @@ def main(argv=None):
     rows = []
     for n in args.patients:
         rows.append(bench_n(n, sim, sim_variant, theta30, args.repeats, log))
+        rows[-1]["organs"] = list(args.organs)
         r = rows[-1]
         print(f"  N={n}: median {r['median_wall_s']:.4f} s, first call {r['first_call_s']:.2f} s", flush=True)
     sg = None if args.no_simglucose else bench_simglucose()
 
-    print(f"\nscenario: 24 h, meals {SCENARIO} (min, g, U), default basal; "
+    print(f"\norgans: {' + '.join(args.organs)}; start: "
+          f"{'composed steady state' if sim.basal is not None else 'organ initial states'}")
+    print(f"scenario: 24 h, meals {SCENARIO} (min, g, U), default basal; "
           f"{type(sim.solver).__name__} rtol={float(sim.rtol):g} atol={float(sim.atol):g}, output every 5 min; "
           f"{args.repeats} timed calls per N; {len(jax.devices())} CPU device(s)")
     head = f"{'N':>6} {'median s':>10} {'pt-days/s':>11} {'compile s':>10} {'(xla s)':>8} {'steps':>7} {'max':>6} {'status':>7}"
