@@ -111,7 +111,8 @@ def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_
     def segment(carry, j):
         y, ys, result, steps = carry
         a, b = bounds[j], bounds[j + 1]
-        y = jnp.where(real[j], reset(a, y, reset_mask[jnp.maximum(j - 1, 0)]), y)
+        if reset_t.shape[0]:  # (static) no organ resets: a single segment
+            y = jnp.where(real[j], reset(a, y, reset_mask[jnp.maximum(j - 1, 0)]), y)
         sol = diffrax.diffeqsolve(
             term, solver, t0=a, t1=b, dt0=jnp.minimum(1.0, jnp.maximum(b - a, 1e-9)), y0=y,
             args=(theta.T, sig_t, sig_v, jnp.nextafter(b, -jnp.inf)), saveat=diffrax.SaveAt(ts=jnp.clip(save_ts, a, b)),
