@@ -127,6 +127,12 @@ class Model(eqx.Module):
         """`State.scale` of every state, in the order of `state_names`."""
         return tuple(float(s.scale) for o in self.organs for s in o.states)
 
+    @property
+    def coupled(self) -> bool:
+        """True when some organ reads another organ's output (or receives its flux)."""
+        return any(c.kind == "output" for conns in self._inputs for c in conns) or any(
+            contributions for organ_ports in self._ports for contributions in organ_ports)
+
     def nominal_params(self) -> dict[str, float]:
         return {_qualify(o, p.name): p.value for o in self.organs for p in o.params}
 

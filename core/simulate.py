@@ -286,7 +286,8 @@ class Simulator(eqx.Module):
         adjoint: diffrax adjoint for gradients (default recursive checkpointing).
         initial: ``"steady"`` starts each patient from the composed model's steady
             state at its basal inputs (`physiotwin.steady.settle`); ``"organs"`` from
-            the organs' own initial states. Default: ``"steady"`` when an organ is stiff.
+            the organs' own initial states. Default: ``"steady"`` when organs are coupled
+            (each organ's own initial state is its equilibrium only at its default inputs).
     """
 
     model: Model
@@ -332,7 +333,7 @@ class Simulator(eqx.Module):
         self.atol = jnp.asarray(atol, dtype=float)
         stiff = any(o.stiff for o in self.model.organs)
         self.solver = (diffrax.Kvaerno5() if stiff else diffrax.Tsit5()) if solver is None else solver
-        initial = ("steady" if stiff else "organs") if initial is None else initial
+        initial = ("steady" if self.model.coupled else "organs") if initial is None else initial
         if initial not in ("steady", "organs"):
             raise SimulationError(f"initial must be 'steady' or 'organs', not {initial!r}")
         # the basal inputs: what the signals are when the timeline holds no event at all

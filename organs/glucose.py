@@ -66,7 +66,7 @@ class Glucose(Organ):
         State("Gp", "mg/kg", "glucose mass in plasma and rapidly equilibrating tissues"),
         State("Gt", "mg/kg", "glucose mass in slowly equilibrating tissues"),
         State("Ip", "pmol/kg", "insulin mass in plasma"),
-        State("X", "pmol/L", "insulin action on glucose utilisation"),
+        State("X", "pmol/L", "insulin action on glucose utilisation (deviation from basal)", nonnegative=False),
         State("I1", "pmol/L", "delayed insulin signal, first compartment"),
         State("Id", "pmol/L", "delayed insulin signal acting on production"),
         State("Il", "pmol/kg", "insulin mass in the liver"),
