@@ -44,6 +44,7 @@ from physiotwin.contract import FluxPort, Input, Organ, Output, Param, State
 from physiotwin.plugins import hookimpl
 
 SIM = "simglucose 0.2.11 vpatient_params.csv"
+FREEZE_MARGIN = 1e-6  # (state units) below zero before a state is frozen, as simglucose does at zero
 P07 = "Dalla Man 2007, Table 1 (normal subject)"
 T1D = "Kovatchev 2009 T1D simulator (same in all 30 virtual patients)"
 
@@ -275,9 +276,10 @@ class Glucose(Organ):
             "Isc1": dIsc1, "Isc2": dIsc2, "Gs": dGs, "Qsto_meal": 0.0 * dGs, "Y": dY,
         }
         if self.mode == "reference":
-            # the simulator freezes states that have gone negative
+            # the simulator freezes states that have gone negative (a state a root finder
+            # leaves within FREEZE_MARGIN below zero keeps its equation)
             for s in ("Gp", "Gt", "Ip", "Il", "Isc1", "Isc2", "Gs"):
-                dx[s] = jnp.where(x[s] >= 0, dx[s], 0.0)
+                dx[s] = jnp.where(x[s] >= -FREEZE_MARGIN, dx[s], 0.0)
         y = {
             "plasma_glucose": x["Gp"] / p["Vg"],
             "subcutaneous_glucose": x["Gs"] / p["Vg"],
