@@ -194,6 +194,11 @@ class Organ(eqx.Module):
     #: the organ mixes fast reflexes with slow pools: compositions with it are solved with
     #: an implicit solver and start from the composed steady state (see `physiotwin.Simulator`)
     stiff: ClassVar[bool] = False
+    #: largest step (min) an explicit solver may take with this organ: about its fastest
+    #: time constant. Fast modes at rest do not limit the error control, so without a
+    #: cap the step can outgrow the stability limit, which leaves the trajectory right
+    #: but makes its derivative diverge.
+    max_step: ClassVar[float] = math.inf
 
     def reset(self, t: Array, x: Mapping[str, Array], p: Mapping[str, Array], u: Mapping[str, Array]
               ) -> Mapping[str, ArrayLike]:

@@ -80,10 +80,10 @@ def _worst_patient_norm(x: Float[Array, "state patient"]):
     return jnp.max(jnp.where(jnp.isnan(r), 0.0, r))
 
 
-def _controller(sig_t, b, rtol, atol):
+def _controller(sig_t, b, rtol, atol, dtmax=None):
     """Step-size control on the worst patient, clipped at the timeline breakpoints
-    before the segment end ``b``."""
-    pid = diffrax.PIDController(rtol=rtol, atol=atol, norm=_worst_patient_norm)
+    before the segment end ``b``, and at most ``dtmax`` (see `Organ.max_step`)."""
+    pid = diffrax.PIDController(rtol=rtol, atol=atol, norm=_worst_patient_norm, dtmax=dtmax)
     return diffrax.ClipStepSizeController(pid, jump_ts=jnp.where(sig_t[1:] < b, sig_t[1:], jnp.inf))
 
 
@@ -118,7 +118,7 @@ def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_
         sol = diffrax.diffeqsolve(
             term, solver, t0=a, t1=b, dt0=jnp.minimum(1.0, jnp.maximum(b - a, 1e-9)), y0=y,
             args=(theta.T, sig_t, sig_v, jnp.nextafter(b, -jnp.inf)), saveat=diffrax.SaveAt(ts=jnp.clip(save_ts, a, b)),
-            stepsize_controller=_controller(sig_t, b, rtol, atol), adjoint=adjoint, max_steps=max_steps, throw=False,
+            stepsize_controller=_controller(sig_t, b, rtol, atol, _max_step(model, solver)), adjoint=adjoint, max_steps=max_steps, throw=False,
         )
         ys = jnp.where((which == j)[:, None, None], sol.ys, ys)
         result = jnp.where(result == 0, _result_code(sol.result), result)
@@ -134,6 +134,16 @@ def _solve_shared(model, solver, adjoint, max_steps, theta, sig_t, sig_v, reset_
     carry = (y0, jnp.zeros(save_ts.shape + y0.shape, y0.dtype), jnp.array(0), jnp.array(0))
     (_, ys, result, steps), _ = jax.lax.scan(segment, carry, jnp.arange(reset_t.shape[0] + 1))
     return ys, result, steps, started
+
+
+def _max_step(model, solver):
+    """Largest step an explicit solver may take: the smallest `Organ.max_step` of the
+    composition (fast modes that sit at rest would otherwise let the step grow past
+    the stability limit: the trajectory stays right but its derivative diverges)."""
+    if isinstance(solver, diffrax.AbstractImplicitSolver):
+        return None
+    limit = min((o.max_step for o in model.organs), default=math.inf)
+    return None if math.isinf(limit) else limit
 
 
 def _result_code(result):

@@ -94,6 +94,7 @@ def _oncotic(c):
 class Cardiovascular(Organ):
     """Guyton-type cycle-averaged circulation, baroreflex, capillary exchange, exercise."""
 
+    max_step = 0.5  # min: fastest time constants (reflex effectors, TGF) are 0.5-1 min
     name = "cardiovascular"
     description = "cycle-averaged Guyton circulation with baroreflex, transcapillary refill and exercise"
     reference = ("Guyton et al. Annu Rev Physiol 34:13 (1972); Hallow & Gebremichael CPT:PSP 6:383 (2017); "

@@ -339,6 +339,7 @@ _DERIVED_PARAMS = [
 class Renal(Organ):
     """Reduced Hallow & Gebremichael 2017 kidney with renal glucose handling and SGLT2i."""
 
+    max_step = 0.5  # min: fastest time constants (reflex effectors, TGF) are 0.5-1 min
     name = "renal"
     description = ("reduced Hallow-Gebremichael kidney: GFR, TGF, RAAS, tubular Na, osmoregulation, "
                    "creatinine, glucose reabsorption, empagliflozin")

@@ -4,9 +4,6 @@ and a gradient through the coupled model checked against finite differences."""
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -90,38 +87,19 @@ def test_exercise_raises_heart_rate_and_map_modestly():
     assert abs(hr[-1] - 70) < 3
 
 
-@pytest.fixture
-def _reject_failed_implicit_steps(monkeypatch):
-    """Workaround pending a core fix: the batch error norm maps a non-finite error to
-    0, but diffrax signals a diverged Newton iteration (implicit solvers) with an
-    infinite error, so the failed step is accepted. Keep +inf so it is rejected; and
-    treat step-size decisions as constants in the derivative (stop_gradient)."""
-    import optimistix as optx
-
-    sim_mod = importlib.import_module("physiotwin.simulate")
-
-    def norm(x):
-        r = jax.vmap(optx.rms_norm, in_axes=1)(jax.lax.stop_gradient(x))
-        return jnp.max(jnp.where(jnp.isnan(r), 0.0, r))
-
-    monkeypatch.setattr(sim_mod, "_worst_patient_norm", norm)
-
-
-@pytest.mark.skipif(not os.environ.get("PHYSIOTWIN_SLOW_TESTS"),
-                    reason="~160 s (Kvaerno5 reverse-mode compile) and needs core fixes; see the fixture above")
-def test_gradient_through_the_coupled_model_matches_finite_differences(_reject_failed_implicit_steps):
+def test_gradient_through_the_coupled_model_matches_finite_differences():
     """d mean(MAP) / d theta over 2 h with a 300 mL bleed, reverse mode vs central
-    differences. An L-stable solver is needed: with Tsit5 the controller grows the
-    step past the stability limit on the (unexcited) stiff reflex modes at steady
-    state, which leaves the primal accurate but makes the discrete derivative blow up."""
+    differences, with the default explicit solver. Its step is capped by the organs'
+    `max_step`: at rest the fast reflex modes do not limit the error control, and a
+    step past the stability limit keeps the trajectory right but makes its derivative
+    diverge (without the cap: -4e5 instead of -448 for Cv)."""
     tl = pd.DataFrame({"time": [30.0], "kind": ["blood_loss"], "value": [300.0], "unit": ["mL"], "duration": [10.0]})
-    sim = pt.Simulator(PAIR, tl, hours=2, every=30, rtol=1e-9, atol=1e-9, solver=diffrax.Kvaerno5(),
-                       max_steps=1024)
+    sim = pt.Simulator(PAIR, tl, hours=2, every=30, rtol=1e-9, atol=1e-9, initial="organs")
     p0 = sim.parameters("adult#001")
     loss = jax.jit(lambda p: sim(p)["cardiovascular.MAP"].mean())
     g = jax.jit(jax.grad(lambda p: sim(p)["cardiovascular.MAP"].mean()))(p0)
-    for name in ("cardiovascular.Cv", "cardiovascular.G_R", "renal.Kf_sn"):
+    for name in ("cardiovascular.Cv", "cardiovascular.G_R", "renal.Kf_sn", "renal.eta_pt0"):
         h = 1e-5 * float(p0[name])
         fd = (loss({**p0, name: p0[name] + h}) - loss({**p0, name: p0[name] - h})) / (2 * h)
         print(name, float(g[name]), float(fd))
-        assert float(g[name]) == pytest.approx(float(fd), rel=1e-3, abs=1e-6), name
+        assert float(g[name]) == pytest.approx(float(fd), rel=1e-4), name
