@@ -381,7 +381,9 @@ class Simulator(eqx.Module):
         args = (self.model, self.solver, self.adjoint, self.max_steps, theta, self.sig_t, self.sig_v, self.reset_t,
                 self.reset_mask, self.times, self.rtol, self.atol, self.basal)
         implicit = isinstance(self.solver, diffrax.AbstractImplicitSolver)
-        result = _solve_batch(*args, mesh=_patient_mesh(theta.shape[0]), per_patient=implicit)
+        # (the steady start's least-squares solves do not yet run under shard_map: one device then)
+        mesh = _patient_mesh(theta.shape[0]) if self.basal is None else None
+        result = _solve_batch(*args, mesh=mesh, per_patient=implicit)
         status = result[2]
         if (not implicit and theta.shape[0] > 1 and not isinstance(status, jax.core.Tracer)
                 and bool(jnp.any((status == 1) | (status == 2)))):
