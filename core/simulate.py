@@ -381,7 +381,7 @@ class Simulator(eqx.Module):
         args = (self.model, self.solver, self.adjoint, self.max_steps, theta, self.sig_t, self.sig_v, self.reset_t,
                 self.reset_mask, self.times, self.rtol, self.atol, self.basal)
         implicit = isinstance(self.solver, diffrax.AbstractImplicitSolver)
-        # (the steady start's least-squares solves do not yet run under shard_map: one device then)
+        # (the steady start's linear solves stall under shard_map on CPU devices: one device then)
         mesh = _patient_mesh(theta.shape[0]) if self.basal is None else None
         result = _solve_batch(*args, mesh=mesh, per_patient=implicit)
         status = result[2]
