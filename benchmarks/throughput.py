@@ -27,7 +27,6 @@ import pandas as pd  # noqa: E402
 
 import physiotwin as pt  # noqa: E402
 from physiotwin.patients import resolve_patients  # noqa: E402
-from physiotwin.timeline import timeline_from_frame  # noqa: E402
 
 DAY = 1440  # minutes
 # (minute, carbs g, bolus U): the timed scenario and a same-shape variant for the retrace check

@@ -25,7 +25,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .contract import Input, Organ, Output
+from .contract import Organ, Output
 from .units import UnitError, conversion, parse_unit
 
 __all__ = ["WiringError", "Model", "compose", "Connection"]

@@ -359,7 +359,7 @@ class Simulator(eqx.Module):
     # --------------------------------------------------------------- parameters
     def parameters(self, patient: str | pd.DataFrame | Path = "adult#001") -> dict[str, Array]:
         """One patient's parameters, ``{"organ.param": scalar}``, ready for `__call__`."""
-        _, theta, _ = resolve_patients(self.model, patient if isinstance(patient, str) and not patient.endswith(".csv") else patient)
+        _, theta, _ = resolve_patients(self.model, patient)
         if theta.shape[0] != 1:
             raise ValueError("parameters() takes one patient; use simulate() for several")
         return {q: jnp.asarray(v) for q, v in zip(self.model.param_names, theta[0])}

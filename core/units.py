@@ -54,7 +54,7 @@ def parse_unit(text: str) -> pint.Unit:
         return ureg.dimensionless
     try:
         return ureg.parse_units(text)
-    except Exception as err:  # pint raises several types here
+    except Exception:  # pint raises several types here
         raise UnitError(f"unknown unit {text!r}") from None
 
 

@@ -68,11 +68,6 @@ def _at(ds, name, minute, patient=None):
     return float(da.sel(time=minute, method="nearest"))
 
 
-def _window(ds, name, start, end):
-    da = ds[name]
-    return da.sel(time=slice(start, end))
-
-
 # ------------------------------------------------------------------ scenarios
 def baseline():
     ds = _simulate(None)
