@@ -15,7 +15,7 @@ physiotwin computes in float64. Enable it before creating JAX arrays:
 from __future__ import annotations
 
 from .composer import Model, WiringError, compose
-from .contract import FluxPort, Input, Organ, Output, Param, State
+from .contract import FluxPort, Input, Organ, Output, Param, Residual, State
 from .patients import PatientError
 from .patients import bundled_patients as _bundled_patients
 from .simulate import SimulationError, Simulator, simulate
@@ -24,7 +24,7 @@ from .timeline import Timeline, TimelineError, TimelineKind, read_timeline
 __version__ = "0.1.0"
 
 __all__ = [
-    "Organ", "State", "Param", "Input", "Output", "FluxPort",
+    "Organ", "State", "Param", "Input", "Output", "FluxPort", "Residual",
     "Model", "compose", "list_organs", "bundled_patients",
     "Timeline", "TimelineKind", "read_timeline",
     "Simulator", "simulate",

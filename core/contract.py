@@ -55,7 +55,7 @@ from typing import ClassVar, Literal, Mapping
 import equinox as eqx
 from jaxtyping import Array, ArrayLike
 
-__all__ = ["State", "Param", "Input", "Output", "FluxPort", "Organ"]
+__all__ = ["State", "Param", "Input", "Output", "FluxPort", "Residual", "Organ"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,33 @@ class FluxPort:
     pool: str | None = None
 
 
+@dataclass(frozen=True)
+class Residual:
+    """A residual slot: where a neural network may act on this organ.
+
+    The hybrid model (`physiotwin.calibration.Hybrid`) adds ``scale * net(features)``
+    to the derivative of ``state``, where ``net`` is a small MLP whose last layer
+    starts at zero, so an untrained hybrid equals the mechanism exactly.
+
+    Arguments:
+        name: identifier, unique in the organ (``"glucose_flux"``).
+        state: the state whose derivative receives the term.
+        scale: typical magnitude of the term, in the state's unit per minute; the
+            network's output (order 1) is multiplied by it.
+        features: the organ's own states or outputs the network sees. The hybrid
+            normalises each by its mean and spread over the mechanistic trajectory
+            of the calibration record, and adds the time of day (sin, cos).
+        description: what the term stands for (e.g. "unmodelled glucose appearance
+            and uptake").
+    """
+
+    name: str
+    state: str
+    scale: float
+    features: tuple[str, ...]
+    description: str = ""
+
+
 class Organ(eqx.Module):
     """Base class of every organ plugin. See the module docstring for the contract.
 
@@ -191,6 +218,11 @@ class Organ(eqx.Module):
     outputs: ClassVar[tuple[Output, ...]] = ()
     ports: ClassVar[tuple[FluxPort, ...]] = ()
     resets: ClassVar[tuple[str, ...]] = ()
+    #: residual slots: where a hybrid model may add a neural-network term (see `Residual`)
+    residuals: ClassVar[tuple[Residual, ...]] = ()
+    #: parameters a calibration fits by default (the identifiable ones, given the observations
+    #: the organ is usually fitted to); ``None`` means every parameter of scope ``"patient"``
+    calibrated: ClassVar[tuple[str, ...] | None] = None
     #: the organ mixes fast reflexes with slow pools: compositions with it are solved with
     #: an implicit solver and start from the composed steady state (see `physiotwin.Simulator`)
     stiff: ClassVar[bool] = False
