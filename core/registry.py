@@ -14,7 +14,7 @@ import pluggy
 
 from .contract import Organ
 
-__all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds"]
+__all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds", "observation_models"]
 
 
 class PluginError(RuntimeError):
@@ -95,3 +95,20 @@ def get_organ(name: str) -> type[Organ]:
 
         raise WiringError(f"unknown organ {name!r}; installed organs: {', '.join(organs) or 'none'}")
     return organs[name]
+
+
+def _check_observation(cls, plugin: str) -> str:
+    from .calibration.observation import ObservationModel
+
+    if not (inspect.isclass(cls) and issubclass(cls, ObservationModel)):
+        raise PluginError(f"plugin {plugin!r} registered {cls!r}, which is not an ObservationModel subclass")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise PluginError(f"plugin {plugin!r}: observation model {cls.__name__} needs a `name` identifier")
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def observation_models() -> dict:
+    """``{name: ObservationModel subclass}`` from the installed plugins."""
+    return dict(sorted(_collect("register_observation_models", _check_observation).items()))

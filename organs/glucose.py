@@ -40,7 +40,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from physiotwin.contract import FluxPort, Input, Organ, Output, Param, State
+from physiotwin.contract import FluxPort, Input, Organ, Output, Param, Residual, State
 from physiotwin.plugins import hookimpl
 
 SIM = "simglucose 0.2.11 vpatient_params.csv"
@@ -177,6 +177,21 @@ class Glucose(Organ):
     )
 
     resets = ("meal_episode",)
+
+    # identifiable from CGM and logged meals/insulin (with the population prior): glucose
+    # effectiveness and production, insulin sensitivity of uptake and production, insulin
+    # action delays, meal and insulin absorption, and the sensor delay. The basal
+    # steady-state values (Gpb, Ib, ...) describe the start, which is estimated separately.
+    # where a hybrid twin may learn what the mechanism misses: an additive term on the plasma
+    # glucose mass balance (unmodelled appearance or uptake), seeing glucose, insulin action on
+    # uptake and production, and the gut
+    residuals = (
+        Residual("glucose_flux", "Gp", 0.5, ("Gp", "Gt", "X", "Id", "Qgut", "Qsto2"),
+                 "unmodelled glucose appearance and uptake (mg/kg/min)"),
+    )
+
+    calibrated = ("k1", "k2", "kp1", "kp2", "kp3", "ki", "Vm0", "Vmx", "p2u", "kmax", "kmin", "kabs",
+                  "kd", "ka1", "ka2", "ksc")
 
     mode: str = eqx.field(static=True, default="reference")
     sharpness: float = eqx.field(static=True, default=0.05)

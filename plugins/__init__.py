@@ -21,7 +21,8 @@ PROJECT = "physiotwin"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds"]
+__all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds",
+           "register_observation_models"]
 
 
 @hookspec
@@ -40,4 +41,14 @@ def register_timeline_kinds(register):
     Call ``register(physiotwin.TimelineKind(...))`` once per kind (e.g. ``carbs``,
     ``bolus``). A kind fixes the canonical unit its values are converted to, the
     allowed value range, and whether ``duration`` applies.
+    """
+
+
+@hookspec
+def register_observation_models(register):
+    """Provide observation models (how a model output becomes a recorded reading).
+
+    Call ``register(ObservationClass)`` once per `physiotwin.calibration.ObservationModel`
+    subclass (e.g. ``cgm``: subcutaneous glucose plus sensor noise). Its ``name`` must be
+    unique across installed plugins.
     """

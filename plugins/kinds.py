@@ -1,5 +1,6 @@
 """Built-in timeline kinds: ``carbs``, ``bolus``, ``basal``, ``cgm``, ``sodium_intake``,
-``exercise``, ``blood_loss`` and ``sglt2i``.
+``exercise``, ``blood_loss`` and ``sglt2i``, and the ground-truth kinds of simulated
+records (`physiotwin.calibration.synthetic`): ``cgm_true``, ``bg`` and ``carbs_true``.
 
 They are registered through the same `register_timeline_kinds` hook as kinds from
 third-party plugins; `physiotwin.timeline` also uses `BUILTIN_KINDS` directly when
@@ -68,6 +69,36 @@ BUILTIN_KINDS: dict[str, TimelineKind] = {
             unit="mg",
             duration="forbidden",
             description="oral dose of the SGLT2 inhibitor empagliflozin",
+        ),
+        # Ground truth, present only in simulated records (physiotwin.calibration.synthetic);
+        # observations, so no simulation reads them as inputs.
+        TimelineKind(
+            name="cgm_true",
+            unit="mg/dL",
+            unit_context="glucose",
+            observation=True,
+            duration="forbidden",
+            description=(
+                "noise-free sensor (subcutaneous) glucose at a CGM sample time; "
+                "ground truth available in simulated records only"
+            ),
+        ),
+        TimelineKind(
+            name="bg",
+            unit="mg/dL",
+            unit_context="glucose",
+            observation=True,
+            duration="forbidden",
+            description="true plasma glucose; ground truth available in simulated records only",
+        ),
+        TimelineKind(
+            name="carbs_true",
+            unit="g",
+            observation=True,
+            description=(
+                "carbohydrate actually eaten (the `carbs` rows are what was logged); "
+                "ground truth available in simulated records only"
+            ),
         ),
     )
 }

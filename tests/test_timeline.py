@@ -212,7 +212,7 @@ def test_mixing_offset_and_naive_timestamps_is_an_error(tmp_path):
         ("0,carbs,,g,", "value", ["empty"]),
         ("0,carbs,-5,g,", "value", ["negative amount -5 g for 'carbs'"]),
         ("0,carbs,-0.005,kg,", "value", ["negative amount -0.005 kg for 'carbs'"]),
-        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, blood_loss, bolus, carbs, cgm, exercise, sglt2i, sodium_intake"]),
+        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, bg, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, exercise, sglt2i, sodium_intake"]),
         ("0,Carbs,5,g,", "kind", ["unknown kind 'Carbs'"]),
         ("0,,5,g,", "kind", ["empty"]),
         ("0,carbs,5,mL,", "unit", ["unit 'mL' is not convertible to 'g' required by 'carbs'"]),
@@ -465,7 +465,8 @@ def test_builtin_kinds_register_through_hook():
     manager.register(kinds_module)
     registered = []
     manager.hook.register_timeline_kinds(register=registered.append)
-    assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm", "sodium_intake", "exercise", "blood_loss", "sglt2i"}
+    assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm", "sodium_intake", "exercise", "blood_loss", "sglt2i",
+                                                "cgm_true", "bg", "carbs_true"}
     builtin = kinds_module.BUILTIN_KINDS
     assert builtin["basal"].unit == "U/h" and builtin["basal"].duration == "forbidden"
     assert builtin["cgm"].observation and builtin["cgm"].unit_context == "glucose"

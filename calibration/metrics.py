@@ -1,0 +1,209 @@
+"""Glucose evaluation metrics: CGM summary statistics, forecast errors, Clarke error grid
+and hypoglycaemia detection. Pure NumPy; glucose in mg/dL throughout; NaNs mark missing
+values and are ignored (pairwise, for the two-argument metrics).
+
+Sources
+-------
+* Battelino T, Danne T, Bergenstal RM, et al. Clinical targets for continuous glucose
+  monitoring data interpretation: recommendations from the International Consensus on
+  Time in Range. Diabetes Care 2019;42(8):1593-1603. (TIR 70-180, TBR < 70 / < 54,
+  TAR > 180 / > 250, CV, GMI, data sufficiency.)
+* Danne T, Nimri R, Battelino T, et al. International consensus on use of continuous
+  glucose monitoring. Diabetes Care 2017;40(12):1631-1640. (CV = 100 SD / mean.)
+* Bergenstal RM, Beck RW, Close KL, et al. Glucose Management Indicator (GMI): a new term
+  for estimating A1C from continuous glucose monitoring. Diabetes Care
+  2018;41(11):2275-2280. (GMI % = 3.31 + 0.02392 x mean glucose in mg/dL.)
+* Kovatchev BP, Cox DJ, Gonder-Frederick LA, Clarke WL. Symmetrization of the blood
+  glucose measurement scale and its applications. Diabetes Care 1997;20(11):1655-1658;
+  Kovatchev BP, Cox DJ, Gonder-Frederick LA, et al. Assessment of risk for severe
+  hypoglycemia among adults with IDDM: validation of the low blood glucose index.
+  Diabetes Care 1998;21(11):1870-1875. (LBGI, HBGI.)
+* Clarke WL, Cox D, Gonder-Frederick LA, Carter W, Pohl SL. Evaluating clinical accuracy
+  of systems for self-monitoring of blood glucose. Diabetes Care 1987;10(5):622-628.
+  (Error grid zones A-E.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "cgm_metrics",
+    "clarke_zone_a",
+    "clarke_zones",
+    "hypo_detection",
+    "mae",
+    "risk_indices",
+    "rmse",
+]
+
+
+def _values(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def _pairs(pred, ref) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened (pred, ref) with every pair where either is NaN dropped."""
+    p, r = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if p.shape != r.shape:
+        raise ValueError(f"pred and ref must have the same shape, got {p.shape} and {r.shape}")
+    p, r = p.ravel(), r.ravel()
+    ok = ~(np.isnan(p) | np.isnan(r))
+    return p[ok], r[ok]
+
+
+def _percent(mask: np.ndarray) -> float:
+    return 100.0 * float(np.mean(mask)) if mask.size else math.nan
+
+
+def risk_indices(glucose) -> tuple[float, float]:
+    """(LBGI, HBGI) of glucose readings in mg/dL (NaNs ignored; > 0 required).
+
+    Kovatchev et al. 1997/1998: the symmetrizing transform
+    ``f(G) = 1.509 ((ln G)^1.084 - 5.381)`` (zero at G ~ 112.5 mg/dL), risk
+    ``r = 10 f^2`` split into ``rl = r`` where ``f < 0`` (else 0) and ``rh = r`` where
+    ``f > 0``; LBGI = mean ``rl``, HBGI = mean ``rh`` over all readings. NaN when empty.
+    """
+    g = _values(glucose)
+    g = g[~np.isnan(g)]
+    if g.size == 0:
+        return math.nan, math.nan
+    if np.any(g <= 0):
+        raise ValueError("glucose must be > 0 mg/dL for the risk indices")
+    f = 1.509 * (np.log(g) ** 1.084 - 5.381)
+    rl = 10.0 * np.minimum(f, 0.0) ** 2
+    rh = 10.0 * np.maximum(f, 0.0) ** 2
+    return float(np.mean(rl)), float(np.mean(rh))
+
+
+def cgm_metrics(glucose, expected: int | None = None) -> dict[str, float]:
+    """Consensus CGM summary of glucose readings in mg/dL; NaNs are missing readings.
+
+    Keys (Battelino et al. 2019 unless noted; percentages of the readings present):
+
+    * ``n``: readings present (not NaN); ``percent_present``: ``100 n / expected``, with
+      `expected` defaulting to the length of `glucose` (so NaN entries count as missing).
+      The consensus asks for >= 70 % of 14 days.
+    * ``mean`` (mg/dL); ``sd``: sample SD (ddof 1; NaN for fewer than 2 readings);
+      ``cv`` = 100 sd / mean (%, Danne et al. 2017; target <= 36 %).
+    * ``gmi`` = 3.31 + 0.02392 mean (%, Bergenstal et al. 2018).
+    * ``tir``: 70 <= G <= 180; ``tbr70``: G < 70 (includes < 54); ``tbr54``: G < 54;
+      ``tar180``: G > 180 (includes > 250); ``tar250``: G > 250 (all %). ``tir + tbr70 +
+      tar180 = 100``.
+    * ``lbgi``, ``hbgi``: Kovatchev's low / high blood glucose indices (see `risk_indices`).
+
+    All but ``n`` and ``percent_present`` are NaN when no reading is present.
+    """
+    g = _values(glucose)
+    slots = g.size if expected is None else int(expected)
+    g = g[~np.isnan(g)]
+    n = int(g.size)
+    mean = float(np.mean(g)) if n else math.nan
+    sd = float(np.std(g, ddof=1)) if n >= 2 else math.nan
+    lbgi, hbgi = risk_indices(g)
+    return {
+        "n": n,
+        "percent_present": 100.0 * n / slots if slots > 0 else math.nan,
+        "mean": mean,
+        "sd": sd,
+        "cv": 100.0 * sd / mean if n >= 2 else math.nan,
+        "gmi": 3.31 + 0.02392 * mean,
+        "tir": _percent((g >= 70) & (g <= 180)),
+        "tbr70": _percent(g < 70),
+        "tbr54": _percent(g < 54),
+        "tar180": _percent(g > 180),
+        "tar250": _percent(g > 250),
+        "lbgi": lbgi,
+        "hbgi": hbgi,
+    }
+
+
+def rmse(pred, ref) -> float:
+    """Root-mean-square error over the pairs where neither value is NaN (NaN if none)."""
+    p, r = _pairs(pred, ref)
+    return float(np.sqrt(np.mean((p - r) ** 2))) if p.size else math.nan
+
+
+def mae(pred, ref) -> float:
+    """Mean absolute error over the pairs where neither value is NaN (NaN if none)."""
+    p, r = _pairs(pred, ref)
+    return float(np.mean(np.abs(p - r))) if p.size else math.nan
+
+
+def _zone_labels(p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Clarke zone (0..4 for A..E) of each (pred, ref) pair, NaN-free arrays.
+
+    Clarke et al. 1987, with the reference on the x axis and the estimate on the y axis:
+
+    * A: within 20 % of the reference (``|p - r| <= 0.2 r``), or both in the hypoglycaemic
+      range (``p < 70`` and ``r < 70``).
+    * E (erroneous treatment): ``r >= 180`` and ``p <= 70``, or ``r <= 70`` and ``p >= 180``.
+    * C (overcorrection): upper, ``70 <= r <= 290`` and ``p >= r + 110`` (above the line
+      from (70, 180) to (290, 400)); lower, ``130 <= r <= 180`` and ``p <= 7/5 r - 182``
+      (below the line from (130, 0) to (180, 70)).
+    * D (failure to detect): right, ``r >= 240`` and ``70 <= p <= 180``; left, ``r <= 70``
+      and ``p`` between 70 (or ``1.2 r`` where that is higher) and 180.
+    * B: everything else (benign errors).
+
+    Zones are tested in the order A, E, C, D, B, as in the common implementation of the grid
+    (so boundary points go to the first zone that claims them).
+    """
+    zone = np.full(p.shape, 1, dtype=np.int8)  # B
+    a = (np.abs(p - r) <= 0.2 * r) | ((p < 70) & (r < 70))
+    e = ((r >= 180) & (p <= 70)) | ((r <= 70) & (p >= 180))
+    c = ((r >= 70) & (r <= 290) & (p >= r + 110)) | ((r >= 130) & (r <= 180) & (p <= 7.0 / 5.0 * r - 182))
+    d = ((r >= 240) & (p >= 70) & (p <= 180)) | (
+        (r <= 70) & (p >= 70) & (p >= 1.2 * r) & (p <= 180)
+    )
+    for label, mask in ((3, d), (2, c), (4, e), (0, a)):  # reversed priority: A wins, then E, C, D
+        zone[mask] = label
+    return zone
+
+
+def clarke_zones(pred, ref) -> dict[str, float]:
+    """Percent of (pred, ref) pairs in each Clarke error grid zone ``A``..``E`` (sums to 100).
+
+    Pairs with a NaN are dropped; all zones are NaN when none is left. See `_zone_labels`
+    for the zone definitions (Clarke et al., Diabetes Care 1987;10:622).
+    """
+    p, r = _pairs(pred, ref)
+    if p.size == 0:
+        return dict.fromkeys("ABCDE", math.nan)
+    counts = np.bincount(_zone_labels(p, r), minlength=5)
+    return {z: 100.0 * float(c) / p.size for z, c in zip("ABCDE", counts)}
+
+
+def clarke_zone_a(pred, ref) -> float:
+    """Percent of (pred, ref) pairs in Clarke zone A: ``|pred - ref| <= 0.2 ref``, or both
+    below 70 mg/dL (Clarke et al. 1987). NaN pairs dropped; NaN when none is left."""
+    p, r = _pairs(pred, ref)
+    if p.size == 0:
+        return math.nan
+    return _percent((np.abs(p - r) <= 0.2 * r) | ((p < 70) & (r < 70)))
+
+
+def hypo_detection(pred_min, ref_min, threshold: float = 70.0) -> dict[str, float]:
+    """How well forecasts flag hypoglycaemia, one entry per forecast origin.
+
+    `pred_min` is the minimum predicted glucose over the forecast horizon, `ref_min` the
+    minimum observed over the same horizon (mg/dL). A predicted event is ``pred_min <
+    threshold``, an actual event ``ref_min < threshold``. Origins where either is NaN are
+    dropped. Returns ``sensitivity`` = TP / events (NaN when there are no events),
+    ``specificity`` = TN / non-events (NaN when there are none), ``events``,
+    ``non_events``, ``true_positives`` and ``false_positives``.
+    """
+    p, r = _pairs(pred_min, ref_min)
+    predicted, actual = p < threshold, r < threshold
+    events, non_events = int(actual.sum()), int((~actual).sum())
+    tp, fp = int((predicted & actual).sum()), int((predicted & ~actual).sum())
+    tn = non_events - fp
+    return {
+        "sensitivity": tp / events if events else math.nan,
+        "specificity": tn / non_events if non_events else math.nan,
+        "events": events,
+        "non_events": non_events,
+        "true_positives": tp,
+        "false_positives": fp,
+    }
