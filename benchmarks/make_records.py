@@ -23,7 +23,8 @@ from pathlib import Path
 DEFAULT_PATIENTS = [f"adult#{i:03d}" for i in range(1, 11)]
 
 
-def make_one(patient: str, days: float, seed: int, start: str, corrupt: bool, out: str) -> tuple[str, str, float]:
+def make_one(patient: str, days: float, seed: int, start: str, corrupt: bool, out: str,
+             split: float | None = None) -> tuple[str, str, float]:
     """Generate and write one record; returns (patient, path, seconds)."""
     from physiotwin.calibration.synthetic import (
         generate_record,
@@ -34,6 +35,11 @@ def make_one(patient: str, days: float, seed: int, start: str, corrupt: bool, ou
     tic = time.perf_counter()
     df = generate_record(patient, days=days, seed=seed, start=start, corrupt=corrupt)
     path = write_record(df, Path(out) / record_filename(patient, seed))
+    if split:
+        from physiotwin.calibration.data import write_split
+
+        train, test = write_split(path, split)
+        path = f"{path} -> {Path(train).name}, {Path(test).name}"
     return patient, str(path), time.perf_counter() - tic
 
 
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(len(os.sched_getaffinity(0)), 4),
                         help="worker processes (default: cores, at most 4)")
     parser.add_argument("--clean", action="store_true", help="no logging errors (corrupt=False)")
+    parser.add_argument("--split", type=float, default=None,
+                        help="also write <name>_train.csv (the first SPLIT days) and <name>_test.csv (the rest)")
     args = parser.parse_args(argv)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {
-            pool.submit(make_one, p, args.days, args.seed, args.start, not args.clean, args.out): p
+            pool.submit(make_one, p, args.days, args.seed, args.start, not args.clean, args.out, args.split): p
             for p in args.patients
         }
         for done, future in enumerate(as_completed(futures), start=1):

@@ -99,14 +99,45 @@ def prepare_record(model: Model, tl: Timeline, kind: str, source: str, minutes: 
     return Record(tl, minutes, gi, obs, n_meals, day0, source, tl.start)
 
 
+LEVEL_KINDS = ("basal", "sodium_intake")  # kinds that set a level until the next row
+
+
 def split_record(tl: Timeline, at: float) -> tuple[Timeline, Timeline]:
     """Cut a record at ``at`` minutes: events before it, and events from it on (times
-    shifted so the second part starts at 0, with its own absolute start)."""
+    shifted so the second part starts at 0, with its own absolute start). Levels in
+    force at the cut (the basal rate) are repeated at the start of the second part."""
     from datetime import timedelta
 
-    def part(mask, shift):
+    def part(mask, shift, extra=()):
+        idx = np.concatenate([np.asarray(extra, dtype=int), np.flatnonzero(mask)])
+        time = np.concatenate([np.full(len(extra), shift), tl.time[mask]]) - shift
         start = None if tl.start is None else tl.start + timedelta(minutes=shift)
-        return Timeline(tl.time[mask] - shift, tl.kind[mask], tl.value[mask], tl.duration[mask], tl.row[mask],
-                        source=tl.source, start=start, kinds=tl.kinds, row_label=tl.row_label)
+        return Timeline(time, tl.kind[idx], tl.value[idx], tl.duration[idx], tl.row[idx], source=tl.source,
+                        start=start, kinds=tl.kinds, row_label=tl.row_label)
 
-    return part(tl.time < at, 0.0), part(tl.time >= at, float(at))
+    carried = []
+    for kind in LEVEL_KINDS:
+        before = np.flatnonzero((tl.kind == kind) & (tl.time < at))
+        at_cut = np.any((tl.kind == kind) & (tl.time == at))
+        if len(before) and not at_cut:
+            carried.append(int(before[-1]))
+    return part(tl.time < at, 0.0), part(tl.time >= at, float(at), carried)
+
+
+def write_split(path, days: float) -> tuple[str, str]:
+    """Write ``<stem>_train.csv`` (the first ``days`` of the record at ``path``) and
+    ``<stem>_test.csv`` (the rest, starting at 0 with its own absolute start)."""
+    from pathlib import Path
+
+    from ..registry import timeline_kinds
+    from ..timeline import read_timeline
+    from .twin import timeline_text
+
+    path = Path(path)
+    tl = read_timeline(path, kinds=timeline_kinds())
+    out = []
+    for part, suffix in zip(split_record(tl, days * 1440.0), ("train", "test")):
+        target = path.with_name(f"{path.stem}_{suffix}.csv")
+        target.write_text(timeline_text(part))
+        out.append(str(target))
+    return out[0], out[1]

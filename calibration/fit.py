@@ -61,7 +61,8 @@ class FitSettings:
     window: multiple-shooting window (min). validation: fraction of the record held
     out at its end (at least 360 min). starts: multistart runs. steps / hybrid_steps:
     iteration budgets. lr / net_lr: Adam learning rates. patience: validation checks
-    without improvement before stopping; check_every: iterations between checks.
+    without an improvement of at least ``min_improvement`` (relative) before stopping;
+    check_every: iterations between checks.
     meal_sd: prior SD of log meal-size corrections. continuity: allowed jump at
     window edges, as a fraction of each state's typical size. init_sd: prior SD of the
     initial-state offsets (same units). width/depth: residual MLPs. l2: weight decay of
@@ -72,12 +73,13 @@ class FitSettings:
     window: int = 360
     validation: float = 1.0 / 7.0
     starts: int = 4
-    steps: int = 400
+    steps: int = 300
     hybrid_steps: int = 300
     lr: float = 0.05
     net_lr: float = 3e-3
-    patience: int = 6
+    patience: int = 4
     check_every: int = 20
+    min_improvement: float = 0.003
     meal_sd: float = 0.3
     continuity: float = 0.02
     init_sd: float = 1.0
@@ -307,6 +309,18 @@ def _problem(model, record: Record, settings: FitSettings, space: ParameterSpace
                        (jnp.asarray(scale), jnp.asarray(base), jnp.asarray(nonneg))), (W, L, V)
 
 
+def _spread_over_devices(params):
+    """Put the multistart runs on the local devices (one CPU device per core in the CLI):
+    the runs are independent, so XLA splits the vmapped computation without communication."""
+    devices = jax.local_devices()
+    n = params["z"].shape[0]
+    if len(devices) < 2 or n % len(devices):
+        return params
+    mesh = jax.sharding.Mesh(np.array(devices), ("start",))
+    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("start"))
+    return jax.device_put(params, spec)
+
+
 def _progress(total, desc, enabled):
     if not enabled:
         return None
@@ -351,6 +365,7 @@ def _adam_stage(cal: _Calibration, params, hybrid, prob, steps, desc, history, s
         h = eqx.combine(nets_p, nets_static) if train_nets else nets_static
         return jax.vmap(lambda p: cal.validate(p, h, prob)[0])(params)
 
+    params = _spread_over_devices(params)
     best_val = np.asarray(validate(params, nets_p))
     best, best_nets = params, nets_p
     stale = 0
@@ -365,7 +380,7 @@ def _adam_stage(cal: _Calibration, params, hybrid, prob, steps, desc, history, s
             if not np.all(np.isfinite(losses_np)):
                 bad = ~np.isfinite(losses_np)
                 val = np.where(bad, np.inf, val)
-            improved = val < best_val - 1e-4
+            improved = val < best_val * (1.0 - s.min_improvement)
             sel = jnp.asarray(improved)
             best = jax.tree_util.tree_map(
                 lambda b, p: jnp.where(sel.reshape((-1,) + (1,) * (p.ndim - 1)), p, b), best, params)

@@ -188,6 +188,16 @@ def run_forecast(flt: Filter, tl: Timeline, kind: str, horizon: int, every: int,
 
 
 _filter_jit = eqx.filter_jit(filter_states)
+
+
+@eqx.filter_jit
+def _scores(flt, gi, obs, y0, q, phi, sig, warmup):
+    def score(qi, phii, sigi):
+        f = eqx.tree_at(lambda x: x.noise, flt, {**flt.noise, "phi": phii, "sigma": sigi})
+        _, _, nll = filter_states(f, gi, obs, y0, qi)
+        return jnp.sum(nll[warmup:])
+
+    return jax.vmap(score)(q, phi, sig)
 _paths_jit = eqx.filter_jit(forecast_paths)
 
 
@@ -215,13 +225,7 @@ def tune_filter(flt: Filter, tl: Timeline, kind: str, y0, q_grid, phi_grid, sigm
     obs = jnp.asarray(readings_on_grid(tl, kind, minutes))
     Q, PHI, SIG = np.meshgrid(q_grid, phi_grid, sigma_grid, indexing="ij")
     q, phi, sig = (jnp.asarray(a.ravel()) for a in (Q, PHI, SIG))
-
-    def score(qi, phii, sigi):
-        f = eqx.tree_at(lambda x: x.noise, flt, {**flt.noise, "phi": phii, "sigma": sigi})
-        _, _, nll = filter_states(f, gi, obs, y0, qi)
-        return jnp.sum(nll[warmup:])
-
-    scores = np.asarray(eqx.filter_jit(jax.vmap(score))(q, phi, sig))
+    scores = np.asarray(_scores(flt, gi, obs, y0, q, phi, sig, warmup))
     scores = np.where(np.isfinite(scores), scores, np.inf)
     k = int(np.argmin(scores))
     return float(q[k]), float(phi[k]), float(sig[k])

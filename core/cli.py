@@ -4,6 +4,9 @@
     physiotwin patients [--csv]
     physiotwin simulate --organ glucose --patient adult#001 --timeline meals.csv --hours 24 --out run.nc [--plot run.png]
     physiotwin demo
+    physiotwin calibrate RECORD.csv --out TWIN_DIR [--organ glucose] [--hybrid/--no-hybrid] [--seed N]
+    physiotwin forecast TWIN_DIR RECORD.csv --horizon 30 --horizon 60 --every 5 --out FC.nc
+    physiotwin evaluate TWIN_DIR RECORD.csv [--horizon 30 --horizon 60] [--out TABLE.csv]
 
 Input problems end with a one-line ``error: ...`` on stderr, exit status 1, and no
 output file. Exit status 3 means the run finished but some patients' solves failed
@@ -51,8 +54,12 @@ def _user_errors():
     from .simulate import SimulationError
     from .timeline import TimelineError
     from .units import UnitError
+    from .calibration.observation import ObservationError
+    from .calibration.space import CalibrationError
+    from .calibration.twin import TwinError
 
-    return (WiringError, OutputError, PatientError, PluginError, SimulationError, TimelineError, UnitError)
+    return (WiringError, OutputError, PatientError, PluginError, SimulationError, TimelineError, UnitError,
+            CalibrationError, TwinError, ObservationError)
 
 
 def _fail(message: str) -> None:
@@ -216,6 +223,119 @@ def demo(out_dir: str) -> None:
         click.echo(f"scenario: {scenario.name} (3 meals with boluses, one basal change), 24 h, organ: glucose")
         _run(("glucose",), ["adult#001", "adult#002", "adolescent#006"], scenario, 1440.0, 5.0,
              folder / "demo.nc", folder / "demo.png")
+
+
+# ------------------------------------------------------------------ calibrate
+def _read_record(path: str):
+    from .registry import timeline_kinds
+    from .timeline import read_timeline
+
+    return read_timeline(path, kinds=timeline_kinds())
+
+
+@main.command()
+@click.argument("record", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Twin directory to write.")
+@click.option("--organ", "organs", multiple=True, default=("glucose",), show_default=True,
+              help="Organ of the mechanistic core (repeat for several).")
+@click.option("--hybrid/--no-hybrid", default=True, show_default=True,
+              help="Add residual networks where the organs declare slots.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--optimizer", type=click.Choice(["adam", "bfgs"]), default="adam", show_default=True,
+              help="adam: optax with early stopping; bfgs: optimistix (mechanistic stage).")
+@click.option("--starts", type=int, default=4, show_default=True, help="Multistart runs.")
+@click.option("--steps", type=int, default=None, help="Iteration budget of the mechanistic stage.")
+@click.option("--noise", type=click.Choice(["ar1", "gaussian", "student_t"]), default="ar1", show_default=True,
+              help="CGM error model.")
+@click.option("--fit", "fit", multiple=True, help="Parameter to fit, organ.param (repeat; default: the organs' own).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, noise, fit, quiet) -> None:
+    """Fit a patient twin to RECORD (timeline CSV with CGM readings) and save it to --out."""
+    from .calibration.fit import FitSettings
+    from .calibration.twin import calibrate as run
+
+    out_path = Path(out)
+    if out_path.exists() and not out_path.is_dir():
+        _fail(f"--out {out}: exists and is not a folder")
+    if out_path.is_dir() and any(out_path.iterdir()) and not (out_path / "twin.json").exists():
+        _fail(f"--out {out}: folder is not empty and holds no twin; not overwriting it")
+    tl = _read_record(record)
+    options = {"seed": seed, "optimizer": optimizer, "starts": starts, "progress": not quiet}
+    if steps is not None:
+        options["steps"] = steps
+    twin = run(tl, list(organs), hybrid=hybrid, noise=noise, fit=list(fit) or None,
+               settings=FitSettings(**options))
+    twin.record_source = Path(record).name
+    twin.save(out_path)
+    d = twin.result.diagnostics
+    click.echo(f"wrote {out}  ({'hybrid' if twin.hybrid is not None else 'mechanistic'} twin of {Path(record).name}, "
+               f"organs: {', '.join(organs)}, {d['seconds']:.0f} s)")
+    click.echo(f"fit RMSE {d['train_rmse']:.1f} mg/dL on {d['train_readings']} readings; held-out "
+               f"{d['validation_minutes'] / 60:.0f} h: RMSE {d['validation_rmse']:.1f} mg/dL "
+               f"(mechanism alone {d['mechanistic_validation_rmse']:.1f}); sensor SD {d['noise']['sigma']:.1f} mg/dL")
+    for name, share in d.get("residual_share", {}).items():
+        click.echo(f"residual {name}: {100 * share:.0f} % of its state's derivative (RMS)")
+
+
+# ------------------------------------------------------------------- forecast
+@main.command()
+@click.argument("twin_dir", type=click.Path(file_okay=False))
+@click.argument("record", type=click.Path(dir_okay=False))
+@click.option("--horizon", "horizons", type=int, multiple=True, default=(30, 60), show_default=True,
+              help="Forecast horizon in minutes (repeat).")
+@click.option("--every", type=int, default=5, show_default=True, help="Minutes between forecast origins.")
+@click.option("--variant", type=click.Choice(["twin", "mechanistic", "population"]), default="twin",
+              show_default=True, help="Which parameters forecast (see physiotwin.calibration.twin).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
+def forecast(twin_dir, record, horizons, every, variant, out) -> None:
+    """Forecast CGM from every origin of RECORD with a saved twin; write a NetCDF file."""
+    from .calibration.twin import Twin
+    from .io import check_writable, write_netcdf
+
+    check_writable(out)
+    twin = Twin.load(twin_dir)
+    tl = _read_record(record)
+    ds = twin.forecast(tl, horizons, every, variant)
+    write_netcdf(ds, out)
+    click.echo(f"wrote {out}  ({ds.sizes['origin']} origins x horizons {', '.join(map(str, horizons))} min, "
+               f"variant {variant})")
+    if "warning" in ds.attrs:
+        click.echo(f"warning: {ds.attrs['warning']}", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+# ------------------------------------------------------------------- evaluate
+@main.command()
+@click.argument("twin_dir", type=click.Path(file_okay=False))
+@click.argument("record", type=click.Path(dir_okay=False))
+@click.option("--horizon", "horizons", type=int, multiple=True, default=(30, 60), show_default=True,
+              help="Forecast horizon in minutes (repeat).")
+@click.option("--every", type=int, default=5, show_default=True, help="Minutes between forecast origins.")
+@click.option("--warmup", type=int, default=120, show_default=True,
+              help="Minutes at the start of RECORD with no scored origin (the state filter settles).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
+def evaluate(twin_dir, record, horizons, every, warmup, out) -> None:
+    """Score a twin's forecasts on RECORD beside persistence, linear AR, population and mechanistic baselines."""
+    from .calibration.evaluate import evaluate as run
+    from .calibration.twin import Twin
+    from .io import check_writable
+
+    if out:
+        check_writable(out)
+    twin = Twin.load(twin_dir)
+    tl = _read_record(record)
+    ev = run(twin, tl, horizons, every, warmup)
+    click.echo(f"record {Path(record).name}: {ev.origins} origins scored (every {every} min after {warmup} min)")
+    click.echo(ev.markdown(), nl=False)
+    m = ev.record_metrics
+    click.echo(f"record CGM: mean {m['mean']:.0f} mg/dL, CV {m['cv']:.0f} %, GMI {m['gmi']:.1f} %, "
+               f"TIR {m['tir']:.0f} %, TBR<70 {m['tbr70']:.1f} %, TBR<54 {m['tbr54']:.1f} %, "
+               f"TAR>180 {m['tar180']:.0f} %, TAR>250 {m['tar250']:.0f} %, LBGI {m['lbgi']:.1f}, HBGI {m['hbgi']:.1f}")
+    if out:
+        tmp = Path(out).with_name(Path(out).name + ".part")
+        ev.table.to_csv(tmp, index=False)
+        tmp.replace(out)
+        click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":
