@@ -70,10 +70,10 @@ class FitSettings:
     the slot scale). seed: all random draws.
     """
 
-    window: int = 360
+    window: int = 180
     validation: float = 1.0 / 7.0
-    starts: int = 4
-    steps: int = 300
+    starts: int = 2
+    steps: int = 200
     hybrid_steps: int = 300
     lr: float = 0.05
     net_lr: float = 3e-3
@@ -88,7 +88,7 @@ class FitSettings:
     l2: float = 1e-4
     residual_weight: float = 1e-2
     seed: int = 0
-    optimizer: str = "adam"
+    optimizer: str = "bfgs"
     progress: bool = True
 
     def __post_init__(self):
@@ -309,16 +309,26 @@ def _problem(model, record: Record, settings: FitSettings, space: ParameterSpace
                        (jnp.asarray(scale), jnp.asarray(base), jnp.asarray(nonneg))), (W, L, V)
 
 
-def _spread_over_devices(params):
-    """Put the multistart runs on the local devices (one CPU device per core in the CLI):
-    the runs are independent, so XLA splits the vmapped computation without communication."""
+def _on_devices(fn, n_starts: int):
+    """Run ``fn`` (vmapped over multistart runs) on every local CPU device in parallel, each on
+    its share of the runs, when they divide evenly (the CLI makes one device per core). The
+    runs are independent; each device gets its own thread (JAX releases the GIL)."""
     devices = jax.local_devices()
-    n = params["z"].shape[0]
-    if len(devices) < 2 or n % len(devices):
-        return params
-    mesh = jax.sharding.Mesh(np.array(devices), ("start",))
-    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("start"))
-    return jax.device_put(params, spec)
+    if len(devices) < 2 or n_starts % len(devices) or n_starts < 2:
+        return fn
+    from concurrent.futures import ThreadPoolExecutor
+
+    k = n_starts // len(devices)
+
+    def run(params):
+        parts = [jax.device_put(jax.tree_util.tree_map(lambda a: a[i * k:(i + 1) * k], params), d)
+                 for i, d in enumerate(devices)]
+        with ThreadPoolExecutor(len(devices)) as pool:
+            outs = list(pool.map(lambda p: jax.block_until_ready(fn(p)), parts))
+        outs = [jax.device_put(o, devices[0]) for o in outs]
+        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
+
+    return run
 
 
 def _progress(total, desc, enabled):
@@ -365,7 +375,6 @@ def _adam_stage(cal: _Calibration, params, hybrid, prob, steps, desc, history, s
         h = eqx.combine(nets_p, nets_static) if train_nets else nets_static
         return jax.vmap(lambda p: cal.validate(p, h, prob)[0])(params)
 
-    params = _spread_over_devices(params)
     best_val = np.asarray(validate(params, nets_p))
     best, best_nets = params, nets_p
     stale = 0
@@ -410,9 +419,11 @@ def _bfgs_stage(cal: _Calibration, params, prob, history):
     solver = optx.BFGS(rtol=1e-6, atol=1e-6)
 
     @jax.jit
-    def solve(params):
-        return jax.vmap(lambda p: optx.minimise(fn, solver, p, max_steps=cal.settings.steps, throw=False).value)(params)
+    def solve_all(params):
+        return jax.vmap(lambda p: optx.minimise(fn, solver, p, max_steps=cal.settings.steps, throw=False).value)(
+            params)
 
+    solve = _on_devices(solve_all, params["z"].shape[0])
     best = solve(params)
     val = np.asarray(jax.jit(jax.vmap(lambda p: cal.validate(p, None, prob)[0]))(best))
     history.append({"stage": "mechanistic", "iteration": cal.settings.steps, "validation_rmse": val.tolist()})
@@ -445,9 +456,12 @@ def fit_record(model: Model, record: Record, obs_model: ObservationModel, space:
     z0 = np.tile(space.mu, (S, 1))
     if S > 1:
         z0[1:] += rng.standard_normal((S - 1, len(space.mu))) * space.sd
+    # meal corrections padded to a multiple of 16 (unused ones stay at their prior, 0), so that
+    # records of similar length share compiled code
+    n_meal = 16 * max(1, -(-record.n_meals // 16))
     params = {
         "z": jnp.asarray(z0),
-        "meal": jnp.zeros((S, record.n_meals)),
+        "meal": jnp.zeros((S, n_meal)),
         "init": jnp.zeros((S, len(model.state_names))),
         "shoot": jnp.zeros((S, W - 1, len(model.state_names))),
         "noise": jnp.tile(jnp.asarray(noise_mu), (S, 1)),
@@ -515,7 +529,7 @@ def fit_record(model: Model, record: Record, obs_model: ObservationModel, space:
             for i, slot in enumerate(net.slots)}
     return FitResult(
         z=np.asarray(final["z"]), z_mech=np.asarray(mech["z"]), noise=np.asarray(final["noise"]),
-        noise_mech=np.asarray(mech["noise"]), meal=np.asarray(final["meal"]), init=np.asarray(final["init"]),
+        noise_mech=np.asarray(mech["noise"]), meal=np.asarray(final["meal"])[:record.n_meals], init=np.asarray(final["init"]),
         end_state=np.asarray(end_state), hybrid=net, scale=np.asarray(prob.scale), history=history,
         diagnostics=diag)
 

@@ -168,19 +168,29 @@ def origins_of(minutes: int, every: int, start: int | None = None) -> np.ndarray
     return np.arange(start, minutes + 1, every, dtype=int)
 
 
+def scale_meals(model: Model, gi: GridInputs, factor: float) -> GridInputs:
+    """Logged carbohydrate scaled by ``factor`` (the patient's typical logging error)."""
+    from .grid import MEAL_SIGNALS
+
+    cols = np.array([n.split(".", 1)[-1] in MEAL_SIGNALS for n in model.signal_names])
+    if factor == 1.0 or not cols.any():
+        return gi
+    return GridInputs(gi.values * jnp.where(jnp.asarray(cols), factor, 1.0), gi.reset, gi.meal)
+
+
 def run_forecast(flt: Filter, tl: Timeline, kind: str, horizon: int, every: int, q: float,
-                 y0: jax.Array, minutes: int | None = None) -> dict[str, np.ndarray]:
+                 y0: jax.Array, minutes: int | None = None, meal_factor: float = 1.0) -> dict[str, np.ndarray]:
     """Filter the whole record and forecast ``horizon`` minutes from every ``every``-minute origin.
 
     Returns numpy arrays: ``origin[O]`` (min), ``reading[O, H]``, ``sensor[O, H]`` and
     ``plasma_glucose[O, H]`` (minute h after the origin at index h-1)."""
     if minutes is None:
         minutes = int(math.ceil(float(np.max(tl.time)) + 1e-9))
-    gi = grid_inputs(flt.model, tl, minutes)
+    gi = scale_meals(flt.model, grid_inputs(flt.model, tl, minutes), meal_factor)
     obs = readings_on_grid(tl, kind, minutes)
     ys, es, _ = _filter_jit(flt, gi, jnp.asarray(obs), y0, jnp.asarray(q))
     origins = origins_of(minutes, every)
-    known = known_inputs(flt.model, tl, origins, horizon, minutes)
+    known = scale_meals(flt.model, known_inputs(flt.model, tl, origins, horizon, minutes), meal_factor)
     idx = origins - 1  # state at the end of minute o-1 = at time o
     reading, sensor, glucose = _paths_jit(flt, ys[idx], es[idx], known, jnp.asarray(origins, dtype=float))
     return {"origin": origins, "reading": np.asarray(reading), "sensor": np.asarray(sensor),

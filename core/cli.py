@@ -241,9 +241,9 @@ def _read_record(path: str):
 @click.option("--hybrid/--no-hybrid", default=True, show_default=True,
               help="Add residual networks where the organs declare slots.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
-@click.option("--optimizer", type=click.Choice(["adam", "bfgs"]), default="adam", show_default=True,
-              help="adam: optax with early stopping; bfgs: optimistix (mechanistic stage).")
-@click.option("--starts", type=int, default=4, show_default=True, help="Multistart runs.")
+@click.option("--optimizer", type=click.Choice(["adam", "bfgs"]), default="bfgs", show_default=True,
+              help="Mechanistic stage: bfgs (optimistix) or adam (optax, early stopping). Networks: adam.")
+@click.option("--starts", type=int, default=2, show_default=True, help="Multistart runs.")
 @click.option("--steps", type=int, default=None, help="Iteration budget of the mechanistic stage.")
 @click.option("--noise", type=click.Choice(["ar1", "gaussian", "student_t"]), default="ar1", show_default=True,
               help="CGM error model.")
