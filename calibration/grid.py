@@ -65,17 +65,23 @@ def minute_means(times: np.ndarray, values: np.ndarray, minutes: int) -> np.ndar
     """Mean of each piecewise-constant signal over every minute ``[k, k+1)``, so that the
     amount delivered (grams, units) is kept exactly when a change falls inside a minute.
     A level signal that is not yet set (NaN) stays NaN over minutes where it is unset
-    at the midpoint."""
-    edges = np.arange(minutes + 1, dtype=float)
+    at the midpoint.
+
+    Each minute sums only the pieces that overlap it, so a minute's value never depends
+    on later events (not even in the last bit: forecasts rely on it)."""
+    out = np.zeros((minutes, values.shape[1]))
+    ends = np.append(times[1:], np.inf)
     finite = np.nan_to_num(values)
-    seg = np.diff(np.append(times, np.inf).clip(max=edges[-1] + 1.0))
-    cum = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(finite * seg[:, None], axis=0)])
-    knots = np.append(times, times[-1] + seg[-1])
-    integral = np.stack([np.interp(edges, knots, cum[:, j]) for j in range(values.shape[1])], axis=1) \
-        if values.shape[1] else np.zeros((minutes + 1, 0))
-    means = np.diff(integral, axis=0)
-    unset = np.isnan(_zero_order(times, values, edges[:-1] + 0.5))
-    return np.where(unset, np.nan, means)
+    for a, b, v in zip(times, ends, finite):
+        k0 = int(np.floor(a))
+        k1 = int(min(np.ceil(b), minutes))
+        if k1 <= k0:
+            continue
+        k = np.arange(k0, k1)
+        overlap = np.minimum(b, k + 1.0) - np.maximum(a, k)
+        out[k0:k1] += overlap[:, None] * v[None, :]
+    unset = np.isnan(_zero_order(times, values, np.arange(minutes) + 0.5))
+    return np.where(unset, np.nan, out)
 
 
 def meal_index(tl: Timeline, minutes: int) -> tuple[np.ndarray, int]:

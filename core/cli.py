@@ -245,11 +245,12 @@ def _read_record(path: str):
               help="Mechanistic stage: bfgs (optimistix) or adam (optax, early stopping). Networks: adam.")
 @click.option("--starts", type=int, default=2, show_default=True, help="Multistart runs.")
 @click.option("--steps", type=int, default=None, help="Iteration budget of the mechanistic stage.")
+@click.option("--hybrid-steps", type=int, default=None, help="Iteration budget of the network stage.")
 @click.option("--noise", type=click.Choice(["ar1", "gaussian", "student_t"]), default="ar1", show_default=True,
               help="CGM error model.")
 @click.option("--fit", "fit", multiple=True, help="Parameter to fit, organ.param (repeat; default: the organs' own).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, noise, fit, quiet) -> None:
+def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybrid_steps, noise, fit, quiet) -> None:
     """Fit a patient twin to RECORD (timeline CSV with CGM readings) and save it to --out."""
     from .calibration.fit import FitSettings
     from .calibration.twin import calibrate as run
@@ -263,6 +264,8 @@ def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, noise
     options = {"seed": seed, "optimizer": optimizer, "starts": starts, "progress": not quiet}
     if steps is not None:
         options["steps"] = steps
+    if hybrid_steps is not None:
+        options["hybrid_steps"] = hybrid_steps
     twin = run(tl, list(organs), hybrid=hybrid, noise=noise, fit=list(fit) or None,
                settings=FitSettings(**options))
     twin.record_source = Path(record).name
