@@ -141,17 +141,7 @@ class Twin:
         flt = self.filter(variant, rec.day0, settings)
         y0 = self.model.initial_state(jnp.asarray(self.theta(variant)), rec.inputs.values[0])
         q = (self.filters.get(variant) if settings is None else settings or {}).get("q", Q_GRID[1])
-        return run_forecast(flt, tl, self.obs_model.kind, int(horizon), int(every), q, y0, rec.minutes,
-                            self.meal_factor(variant))
-
-    def meal_factor(self, variant: str = "twin") -> float:
-        """The patient's typical carbohydrate logging error, ``exp(mean log correction)`` of the
-        fitted meals (1 for the population variant or fewer than 3 logged meals); forecasts
-        scale logged meals by it."""
-        meal = np.asarray(self.result.meal)
-        if variant == "population" or meal.size < 3:
-            return 1.0
-        return float(np.exp(np.mean(meal)))
+        return run_forecast(flt, tl, self.obs_model.kind, int(horizon), int(every), q, y0, rec.minutes)
 
     def forecast(self, record, horizons: Sequence[int] = (30, 60), every: int = 5, variant: str = "twin"
                  ) -> xr.Dataset:
