@@ -299,7 +299,7 @@ def _problem(model, record: Record, settings: FitSettings, space: ParameterSpace
     states = np.concatenate([np.asarray(y0)[None], traj])
     rms = np.sqrt(np.mean(states ** 2, axis=0))
     decl_scale = np.asarray(model.state_scales)
-    scale = np.maximum(rms, np.maximum(1e-3 * rms.max(), 1e-6 * decl_scale))
+    scale = np.where(rms > 1e-12, rms, decl_scale)  # a state that stays 0 (exercise) keeps its declared size
     base = states[np.arange(W) * L]
     nonneg = np.array([model.declaration(n).nonnegative for n in model.state_names])
     if not np.isfinite(obs).any():
