@@ -74,7 +74,7 @@ class FitSettings:
     validation: float = 1.0 / 7.0
     starts: int = 2
     steps: int = 200
-    hybrid_steps: int = 300
+    hybrid_steps: int = 150
     lr: float = 0.05
     net_lr: float = 3e-3
     patience: int = 4
@@ -411,22 +411,42 @@ def _adam_stage(cal: _Calibration, params, hybrid, prob, steps, desc, history, s
 
 
 def _bfgs_stage(cal: _Calibration, params, prob, history):
+    """optimistix BFGS on every multistart run (no early stopping: BFGS converges; the
+    validation RMSE chooses the run). The progress bar counts loss evaluations."""
+    import threading
+
     import optimistix as optx
 
+    n_dev = max(1, len(jax.local_devices())) if params["z"].shape[0] % max(1, len(jax.local_devices())) == 0 else 1
+    bar = _progress(cal.settings.steps * n_dev, "mechanistic (BFGS)", cal.settings.progress)
+    lock = threading.Lock()
+
+    def tick():
+        if bar is not None:
+            with lock:
+                if bar.n < bar.total:
+                    bar.update(1)
+
     def fn(p, _):
+        if bar is not None:
+            jax.debug.callback(tick)
         return cal.loss(p, None, prob)[0]
 
     solver = optx.BFGS(rtol=1e-6, atol=1e-6)
 
     @jax.jit
     def solve_all(params):
-        return jax.vmap(lambda p: optx.minimise(fn, solver, p, max_steps=cal.settings.steps, throw=False).value)(
-            params)
+        def one(p):
+            sol = optx.minimise(fn, solver, p, max_steps=cal.settings.steps, throw=False)
+            return sol.value, sol.stats["num_steps"]
+        return jax.vmap(one)(params)
 
     solve = _on_devices(solve_all, params["z"].shape[0])
-    best = solve(params)
+    best, steps = solve(params)
+    if bar is not None:
+        bar.close()
     val = np.asarray(jax.jit(jax.vmap(lambda p: cal.validate(p, None, prob)[0]))(best))
-    history.append({"stage": "mechanistic", "iteration": cal.settings.steps, "validation_rmse": val.tolist()})
+    history.append({"stage": "mechanistic", "iteration": np.asarray(steps).tolist(), "validation_rmse": val.tolist()})
     return best, np.where(np.isfinite(val), val, np.inf)
 
 

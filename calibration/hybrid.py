@@ -8,7 +8,8 @@ evaluates
 
 where ``z`` are the slot's features (organ states and outputs, normalised by their
 mean and spread over the mechanistic trajectory of the calibration record) plus the
-time of day as (sin, cos). Every net's last layer starts at exactly zero, so an
+time of day (two harmonics: sin and cos of one and two cycles a day), so a network
+can learn daily patterns the log misses (habitual unlogged snacks). Every net's last layer starts at exactly zero, so an
 untrained hybrid *is* the mechanism (bit for bit, tested). This is the universal
 differential equation of Rackauckas et al. (arXiv:2001.04385, 2020) restricted to
 the places an organ author allows.
@@ -95,7 +96,7 @@ class Hybrid(eqx.Module):
         keys = jax.random.split(key, max(1, len(slots)))
         nets, mean, spread = [], [], []
         for slot, k in zip(slots, keys):
-            n_in = len(slot.feature_names) + 2
+            n_in = len(slot.feature_names) + 4
             mlp = eqx.nn.MLP(n_in, 1, width, depth, activation=jax.nn.tanh, key=k, dtype=jnp.float64)
             nets.append(_zero_last_layer(mlp))
             if ys is None:
@@ -115,7 +116,7 @@ class Hybrid(eqx.Module):
         if not self.slots:
             return jnp.zeros((0,), y.dtype)
         phase = 2.0 * math.pi * (t + day0) / DAY
-        clock = jnp.stack([jnp.sin(phase), jnp.cos(phase)])
+        clock = jnp.stack([jnp.sin(phase), jnp.cos(phase), jnp.sin(2.0 * phase), jnp.cos(2.0 * phase)])
         vals = []
         for slot, net, m, s in zip(self.slots, self.nets, self.mean, self.spread):
             f = jnp.concatenate([y[jnp.asarray(slot.state_features, dtype=int)],

@@ -189,7 +189,7 @@ class Residual:
             network's output (order 1) is multiplied by it.
         features: the organ's own states or outputs the network sees. The hybrid
             normalises each by its mean and spread over the mechanistic trajectory
-            of the calibration record, and adds the time of day (sin, cos).
+            of the calibration record, and adds the time of day (two harmonics).
         description: what the term stands for (e.g. "unmodelled glucose appearance
             and uptake").
     """
