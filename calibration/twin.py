@@ -329,6 +329,9 @@ def calibrate(record, organs: Sequence[str] = ("glucose",), *, hybrid: bool = Tr
         population: prefix of the bundled patients that make the prior (``"adult"``).
         settings / options: `FitSettings`, or its fields as keywords.
     """
+    from ..simulate import require_x64
+
+    require_x64()
     tl, source = _read(record)
     if settings is None:
         settings = FitSettings(seed=seed, **options)

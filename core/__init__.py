@@ -6,6 +6,8 @@ The public surface, in one place:
 - composing: `compose` -> `Model`; `list_organs()` lists the installed organ plugins
 - data in: `read_timeline`, `Timeline`, `TimelineKind`, `bundled_patients()`
 - solving: `simulate` (xarray out), `Simulator` (JAX arrays out, differentiable)
+- twins: `calibrate(record, organs) -> Twin`, `Twin.load`, `Twin.forecast`, `evaluate`
+  (from `physiotwin.calibration`, imported on first use)
 - errors: `WiringError`, `TimelineError`, `PatientError`, `SimulationError`
 
 physiotwin computes in float64. Enable it before creating JAX arrays:
@@ -29,8 +31,20 @@ __all__ = [
     "Timeline", "TimelineKind", "read_timeline",
     "Simulator", "simulate",
     "WiringError", "TimelineError", "PatientError", "SimulationError",
+    "calibrate", "Twin", "evaluate",
     "__version__",
 ]
+
+_LAZY = {"calibrate", "Twin", "evaluate"}
+
+
+def __getattr__(name):
+    # the calibration stack (optax, optimistix) loads on first use, not with `import physiotwin`
+    if name in _LAZY:
+        from . import calibration
+
+        return getattr(calibration, name)
+    raise AttributeError(f"module 'physiotwin' has no attribute {name!r}")
 
 
 def list_organs() -> dict[str, type[Organ]]:
