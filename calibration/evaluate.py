@@ -122,6 +122,8 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
     """Score the twin and the baselines on ``record``; see the module docstring."""
     kind = twin.obs_model.kind
     horizons = sorted(int(h) for h in horizons)
+    if not horizons or horizons[0] < 1 or int(every) < 1 or warmup < 0:
+        raise CalibrationError("horizons and --every must be whole minutes >= 1, and --warmup >= 0")
     H = max(horizons)
     minutes = int(np.ceil(float(np.max(record.time)) + 1e-9)) if len(record) else 0
     obs_all = readings_on_grid(record, kind, minutes + H)

@@ -281,12 +281,21 @@ def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybri
 
 
 # ------------------------------------------------------------------- forecast
+def _twin_and_record(command):
+    """TWIN_DIR RECORD arguments and the --horizon/--every options of forecast and evaluate."""
+    for decorator in reversed((
+        click.argument("twin_dir", type=click.Path(file_okay=False)),
+        click.argument("record", type=click.Path(dir_okay=False)),
+        click.option("--horizon", "horizons", type=int, multiple=True, default=(30, 60), show_default=True,
+                     help="Forecast horizon in minutes (repeat)."),
+        click.option("--every", type=int, default=5, show_default=True, help="Minutes between forecast origins."),
+    )):
+        command = decorator(command)
+    return command
+
+
 @main.command()
-@click.argument("twin_dir", type=click.Path(file_okay=False))
-@click.argument("record", type=click.Path(dir_okay=False))
-@click.option("--horizon", "horizons", type=int, multiple=True, default=(30, 60), show_default=True,
-              help="Forecast horizon in minutes (repeat).")
-@click.option("--every", type=int, default=5, show_default=True, help="Minutes between forecast origins.")
+@_twin_and_record
 @click.option("--variant", type=click.Choice(["twin", "mechanistic", "population"]), default="twin",
               show_default=True, help="Which parameters forecast (see physiotwin.calibration.twin).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
@@ -309,11 +318,7 @@ def forecast(twin_dir, record, horizons, every, variant, out) -> None:
 
 # ------------------------------------------------------------------- evaluate
 @main.command()
-@click.argument("twin_dir", type=click.Path(file_okay=False))
-@click.argument("record", type=click.Path(dir_okay=False))
-@click.option("--horizon", "horizons", type=int, multiple=True, default=(30, 60), show_default=True,
-              help="Forecast horizon in minutes (repeat).")
-@click.option("--every", type=int, default=5, show_default=True, help="Minutes between forecast origins.")
+@_twin_and_record
 @click.option("--warmup", type=int, default=120, show_default=True,
               help="Minutes at the start of RECORD with no scored origin (the state filter settles).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
