@@ -153,7 +153,12 @@ def forecast_paths(flt: Filter, y_origin, e_origin, inputs: GridInputs, t_origin
 def known_inputs(model: Model, tl: Timeline, origins: np.ndarray, horizon: int, minutes: int) -> GridInputs:
     """Inputs over ``[o, o + horizon)`` as known at each origin ``o``: from the input events
     (non-observation kinds) with time ``<= o``. One compilation per distinct prefix."""
-    kinds = tl.kinds or {}
+    if tl.kinds is None:
+        from ..registry import timeline_kinds
+
+        kinds = timeline_kinds()
+    else:
+        kinds = tl.kinds
     is_input = np.array([not getattr(kinds.get(k), "observation", False) for k in tl.kind], dtype=bool)
     inputs_idx = np.flatnonzero(is_input)
     times = tl.time[inputs_idx]
