@@ -247,21 +247,33 @@ class Twin:
             model = compose(meta["organs"])
         except WiringError as err:
             raise TwinError(f"{meta_path}: the twin's organs {meta['organs']} cannot be composed here: {err}") from None
-        if list(model.state_names) != meta["state_names"] or list(model.param_names) != meta["param_names"]:
+        except (KeyError, TypeError) as err:
+            raise TwinError(f"{meta_path}: corrupted (no usable 'organs': {err})") from None
+        if list(model.state_names) != meta.get("state_names") or list(model.param_names) != meta.get("param_names"):
             raise TwinError(f"{meta_path}: the installed organs {meta['organs']} no longer declare the states/parameters "
                             f"this twin was fitted with (another organ version or composition)")
-        arrays = np.load(directory / "arrays.npz")
-        hybrid = None
-        if meta.get("hybrid") is not None:
-            hybrid = eqx.tree_deserialise_leaves(directory / "networks.eqx", Hybrid.from_spec(model, meta["hybrid"]))
-        result = FitResult(z=arrays["z"], z_mech=arrays["z_mech"], noise=arrays["noise"],
-                           noise_mech=arrays["noise_mech"], meal=arrays["meal"], init=arrays["init"],
-                           end_state=arrays["end_state"], hybrid=hybrid, scale=arrays["scale"], history=meta.get("history", []),
-                           diagnostics=meta.get("diagnostics", {}))
+        try:
+            arrays = np.load(directory / "arrays.npz")
+            hybrid = None
+            if meta.get("hybrid") is not None:
+                hybrid = eqx.tree_deserialise_leaves(directory / "networks.eqx",
+                                                     Hybrid.from_spec(model, meta["hybrid"]))
+            result = FitResult(z=arrays["z"], z_mech=arrays["z_mech"], noise=arrays["noise"],
+                               noise_mech=arrays["noise_mech"], meal=arrays["meal"], init=arrays["init"],
+                               end_state=arrays["end_state"], hybrid=hybrid, scale=arrays["scale"],
+                               history=meta.get("history", []), diagnostics=meta.get("diagnostics", {}))
+            space = ParameterSpace.from_json(meta["space"])
+            settings = FitSettings(**{k: v for k, v in meta["settings"].items()
+                                      if k in FitSettings.__dataclass_fields__})
+            filters = meta["filters"]
+            obs = meta["observation_model"]
+            if space.names and max(space.index) >= len(model.param_names):
+                raise ValueError("fitted parameter index out of range")
+        except (KeyError, ValueError, TypeError, RuntimeError, OSError, WiringError) as err:
+            raise TwinError(f"{directory}: cannot be read as a twin of {meta.get('organs')} "
+                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
         record_text = (directory / "record.csv").read_text() if (directory / "record.csv").is_file() else None
-        settings = FitSettings(**{k: v for k, v in meta["settings"].items() if k in FitSettings.__dataclass_fields__})
-        return cls(meta["organs"], meta["observation_model"]["name"], meta["observation_model"]["options"],
-                   ParameterSpace.from_json(meta["space"]), result, settings, meta["filters"], arrays["scale"],
+        return cls(meta["organs"], obs["name"], obs["options"], space, result, settings, filters, arrays["scale"],
                    meta.get("record", ""), record_text, model)
 
     def training_timeline(self) -> Timeline | None:

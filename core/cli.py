@@ -333,7 +333,8 @@ def evaluate(twin_dir, record, horizons, every, warmup, out) -> None:
     twin = Twin.load(twin_dir)
     tl = _read_record(record)
     ev = run(twin, tl, horizons, every, warmup)
-    click.echo(f"record {Path(record).name}: {ev.origins} origins scored (every {every} min after {warmup} min)")
+    click.echo(f"record {Path(record).name}: forecasts from {ev.origins} origins (every {every} min after "
+               f"{warmup} min); n = those with a reading at origin + horizon")
     click.echo(ev.markdown(), nl=False)
     m = ev.record_metrics
     click.echo(f"record CGM: mean {m['mean']:.0f} mg/dL, CV {m['cv']:.0f} %, GMI {m['gmi']:.1f} %, "

@@ -267,6 +267,12 @@ def test_corrupted_or_foreign_twins_are_refused(twin_dir, record_parts, tmp_path
     res = _invoke("evaluate", foreign, record_parts[1])
     assert res.exit_code == 1 and "twin.json" in res.output and "bergman" in res.output
 
+    meta = json.loads((twin_dir / "twin.json").read_text())
+    meta["hybrid"]["width"] = 8  # networks.eqx no longer matches the declared structure
+    (foreign / "twin.json").write_text(json.dumps(meta))
+    res = _invoke("forecast", foreign, record_parts[1], "--out", out)
+    assert res.exit_code == 1 and "cannot be read as a twin" in res.output and "Traceback" not in res.output
+
     (foreign / "twin.json").write_text("{not json")
     res = _invoke("forecast", foreign, record_parts[1], "--out", out)
     assert res.exit_code == 1 and "corrupted" in res.output
