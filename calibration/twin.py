@@ -354,7 +354,8 @@ def calibrate(record, organs: Sequence[str] = ("glucose",), *, hybrid: bool = Tr
     result = fit_record(model, rec, obs_model, space, settings, hybrid)
     twin = Twin(list(organs), observation, {"noise": noise}, space, result, settings, {}, result.scale, source,
                 timeline_text(tl), model)
-    twin.filters = {v: _tune_filter(twin, tl, v) for v in (VARIANTS if hybrid else VARIANTS[:2])}
-    if not hybrid:
-        twin.filters["twin"] = twin.filters["mechanistic"]
+    # the filter of the population twin and of the calibrated mechanism are tuned apart; the
+    # hybrid shares the mechanism's (its networks change the dynamics little; one compile less)
+    twin.filters = {v: _tune_filter(twin, tl, v) for v in VARIANTS[:2]}
+    twin.filters["twin"] = dict(twin.filters["mechanistic"])
     return twin
