@@ -36,7 +36,7 @@ Optimisers: ``optimizer="adam"`` (optax, with early stopping) or ``"bfgs"``
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import equinox as eqx
 import jax
@@ -345,7 +345,6 @@ def _adam_stage(cal: _Calibration, params, hybrid, prob, steps, desc, history, s
     """Adam over the (batched over starts) mechanistic params, and the nets when training a hybrid,
     with early stopping on validation RMSE. Returns (best params, best hybrid, best val rmse per start)."""
     s = cal.settings
-    n_starts = params["z"].shape[0]
     if train_nets:
         nets_p, nets_static = eqx.partition(hybrid, eqx.is_inexact_array)
     else:
@@ -552,8 +551,4 @@ def fit_record(model: Model, record: Record, obs_model: ObservationModel, space:
         noise_mech=np.asarray(mech["noise"]), meal=np.asarray(final["meal"])[:record.n_meals], init=np.asarray(final["init"]),
         end_state=np.asarray(end_state), hybrid=net, scale=np.asarray(prob.scale), history=history,
         diagnostics=diag)
-
-
-def settings_dict(s: FitSettings) -> dict:
-    return asdict(s)
 

@@ -186,15 +186,16 @@ def origins_of(minutes: int, every: int, start: int | None = None) -> np.ndarray
 
 
 def run_forecast(flt: Filter, tl: Timeline, kind: str, horizon: int, every: int, q: float,
-                 y0: jax.Array, minutes: int | None = None) -> dict[str, np.ndarray]:
+                 y0: jax.Array, minutes: int | None = None, gi: GridInputs | None = None,
+                 obs: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Filter the whole record and forecast ``horizon`` minutes from every ``every``-minute origin.
 
     Returns numpy arrays: ``origin[O]`` (min), ``reading[O, H]``, ``sensor[O, H]`` and
     ``plasma_glucose[O, H]`` (minute h after the origin at index h-1)."""
     if minutes is None:
         minutes = int(math.ceil(float(np.max(tl.time)) + 1e-9))
-    gi = grid_inputs(flt.model, tl, minutes)
-    obs = readings_on_grid(tl, kind, minutes)
+    gi = grid_inputs(flt.model, tl, minutes) if gi is None else gi
+    obs = readings_on_grid(tl, kind, minutes) if obs is None else obs
     ys, es, _ = _filter_jit(flt, gi, jnp.asarray(obs), y0, jnp.asarray(q))
     origins = origins_of(minutes, every)
     known = known_inputs(flt.model, tl, origins, horizon, minutes)
@@ -228,8 +229,8 @@ def make_filter(model: Model, obs_model: ObservationModel, theta, hybrid, noise:
                   jnp.asarray(float(day0)))
 
 
-def tune_filter(flt: Filter, tl: Timeline, kind: str, y0, q_grid, phi_grid, sigma_grid, warmup: int = 360
-                ) -> tuple[float, float, float]:
+def tune_filter(flt: Filter, tl: Timeline, kind: str, y0, q_grid, phi_grid, sigma_grid, warmup: int = 360,
+                gi: GridInputs | None = None, obs: np.ndarray | None = None) -> tuple[float, float, float]:
     """Filter settings ``(q, phi, sigma)`` of greatest predictive likelihood of the readings
     of ``tl`` (the one-step-ahead innovations of the filter; all combinations at once).
 
@@ -238,8 +239,8 @@ def tune_filter(flt: Filter, tl: Timeline, kind: str, y0, q_grid, phi_grid, sigm
     estimate also carries model error, which would make the filter trust the model too
     little or too much."""
     minutes = int(math.ceil(float(np.max(tl.time)) + 1e-9))
-    gi = grid_inputs(flt.model, tl, minutes)
-    obs = jnp.asarray(readings_on_grid(tl, kind, minutes))
+    gi = grid_inputs(flt.model, tl, minutes) if gi is None else gi
+    obs = jnp.asarray(readings_on_grid(tl, kind, minutes) if obs is None else obs)
     Q, PHI, SIG = np.meshgrid(q_grid, phi_grid, sigma_grid, indexing="ij")
     q, phi, sig = (jnp.asarray(a.ravel()) for a in (Q, PHI, SIG))
     scores = np.asarray(_scores(flt, gi, obs, y0, q, phi, sig, warmup))

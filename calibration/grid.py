@@ -18,7 +18,7 @@ The grid solution of the UVA/Padova model agrees with the adaptive solver to abo
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import diffrax
 import equinox as eqx
@@ -180,19 +180,3 @@ def integrate(
 
     ks = jnp.arange(inputs.values.shape[0])
     return jax.lax.scan(body, y0, ks)
-
-
-def model_field(model: Model, theta: Array) -> tuple[Field, Callable]:
-    """The mechanistic vector field and reset of ``model`` at parameters ``theta``."""
-
-    def field(t, y, u):
-        return model.evaluate(t, y, theta, u)[0]
-
-    def reset(t, y, u, mask):
-        return model.reset(t, y, theta, u, mask) if any(model.reset_columns) else y
-
-    return field, reset
-
-
-def output_columns(model: Model, names: Sequence[str]) -> list[int]:
-    return [model.output_names.index(n) for n in names]

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Sequence
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
@@ -142,7 +141,9 @@ class Twin:
         flt = self.filter(variant, rec.day0, settings)
         y0 = self.model.initial_state(jnp.asarray(self.theta(variant)), rec.inputs.values[0])
         q = (self.filters.get(variant) if settings is None else settings or {}).get("q", Q_GRID[1])
-        return run_forecast(flt, tl, self.obs_model.kind, int(horizon), int(every), q, y0, rec.minutes)
+        # (the record is already on the grid: the filter reuses its inputs and readings)
+        return run_forecast(flt, tl, self.obs_model.kind, int(horizon), int(every), q, y0, rec.minutes,
+                            rec.inputs, rec.obs)
 
     def forecast(self, record, horizons: Sequence[int] = (30, 60), every: int = 5, variant: str = "twin"
                  ) -> xr.Dataset:
@@ -336,7 +337,8 @@ def _tune_filter(twin: Twin, tl: Timeline, variant: str, days: float = 2.0, hori
     flt = twin.filter(variant, rec.day0, {})
     y0 = twin.model.initial_state(jnp.asarray(twin.theta(variant)), rec.inputs.values[0])
     ar1 = getattr(twin.obs_model, "noise", None) == "ar1"
-    q, phi, sigma = tune_filter(flt, part, twin.obs_model.kind, y0, Q_GRID, PHI_GRID if ar1 else (0.0,), SIGMA_GRID)
+    q, phi, sigma = tune_filter(flt, part, twin.obs_model.kind, y0, Q_GRID, PHI_GRID if ar1 else (0.0,), SIGMA_GRID,
+                                gi=rec.inputs, obs=rec.obs)
     out = {"q": q, "sigma": sigma}
     if ar1:
         out["phi"] = phi
