@@ -68,7 +68,7 @@ def run_pair(train_path: Path, test_path: Path, cores, seed: int) -> tuple[list[
             label = f"{core}:{'hybrid' if hybrid else 'mechanistic'}"
             d = twin.result.diagnostics
             timings.append({"record": name, "twin": label, "calibrate_s": t_fit, "forecast_s": t_fc,
-                            "fit_s": d["seconds"], "validation_rmse": d["validation_rmse"],
+                            "fit_s": d["seconds"], "validation_rmse": d["validation_rmse"]["cgm"],
                             "residual_share": json.dumps(d.get("residual_share", {}))})
             for r in ev.table.to_dict("records"):
                 model = r["model"]
@@ -81,7 +81,7 @@ def run_pair(train_path: Path, test_path: Path, cores, seed: int) -> tuple[list[
                     continue  # baselines once per record
                 rows.append({"record": name, **r, "model": model})
             print(f"{name} {label}: calibrate {t_fit:.1f} s, forecast {t_fc:.2f} s, held-out RMSE "
-                  f"{d['validation_rmse']:.1f}", flush=True)
+                  f"{d['validation_rmse']['cgm']:.1f}", flush=True)
     return rows, timings
 
 

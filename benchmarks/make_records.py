@@ -4,7 +4,7 @@
         [--days 10] [--seed 0] [--jobs N] [--start 2026-01-05T00:00] [--clean]
 
 Writes ``<out>/<patient with # as _>_seed<seed>.csv`` (e.g. ``adult_001_seed0.csv``) with
-`physiotwin.calibration.synthetic.generate_record` (logging errors on unless ``--clean``)
+`physiotwin.plugins.synthetic.generate_record` (logging errors on unless ``--clean``)
 and `write_record`. Patients run in a process pool (spawn) of ``--jobs`` workers. Needs
 simglucose (``pip install "physiotwin[sim]"``). One patient-day takes about 2-3 s of
 one core (simglucose integrates its ODE minute by minute with scipy).
@@ -26,7 +26,7 @@ DEFAULT_PATIENTS = [f"adult#{i:03d}" for i in range(1, 11)]
 def make_one(patient: str, days: float, seed: int, start: str, corrupt: bool, out: str,
              split: float | None = None) -> tuple[str, str, float]:
     """Generate and write one record; returns (patient, path, seconds)."""
-    from physiotwin.calibration.synthetic import (
+    from physiotwin.plugins.synthetic import (
         generate_record,
         record_filename,
         write_record,

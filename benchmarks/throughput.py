@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py [--patients 1 30 1000] [--repeats 5] [--no-simglucose] [--json OUT.json]
 
-One simulated day (three meals with boluses, each patient's default basal) for N
+One simulated day (three meals with boluses, each patient's default rest) for N
 virtual patients in one jitted, vmapped call. See benchmarks/README.md.
 """
 
@@ -157,8 +157,8 @@ def main(argv=None):
     sg = None if args.no_simglucose else bench_simglucose()
 
     print(f"\norgans: {' + '.join(args.organs)}; start: "
-          f"{'composed steady state' if sim.basal is not None else 'organ initial states'}")
-    print(f"scenario: 24 h, meals {SCENARIO} (min, g, U), default basal; "
+          f"{'composed steady state' if sim.rest is not None else 'organ initial states'}")
+    print(f"scenario: 24 h, meals {SCENARIO} (min, g, U), default rest; "
           f"{type(sim.solver).__name__} rtol={float(sim.rtol):g} atol={float(sim.atol):g}, output every 5 min; "
           f"{args.repeats} timed calls per N; {len(jax.devices())} CPU device(s)")
     head = f"{'N':>6} {'median s':>10} {'pt-days/s':>11} {'compile s':>10} {'(xla s)':>8} {'steps':>7} {'max':>6} {'status':>7}"

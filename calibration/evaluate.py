@@ -1,51 +1,53 @@
 """Honest evaluation of a twin's forecasts, always beside baselines computed in the same run.
 
 On a record the twin was *not* fitted on, every model forecasts from the same origins
-(every 5 minutes after a warm-up that lets the state filter settle), using only what
-was known at each origin, and is scored against the readings at ``origin + horizon``:
+(every ``every`` minutes after a warm-up that lets the state filter settle), using only
+what was known at each origin, and is scored, kind by kind, against the readings at
+``origin + horizon``:
 
-- ``persistence``: the last reading stays;
-- ``linear_ar``: a linear autoregression on the last 30 min of readings (6 lags, 5-min
-  grid), one least-squares model per horizon ("direct" forecasting), fitted on the
-  twin's training record;
+- ``persistence``: the last reading of the kind stays;
+- ``linear_ar``: a linear autoregression on the last 6 readings of the kind at its
+  usual spacing (5 min for a CGM), one least-squares model per horizon ("direct"
+  forecasting), fitted on the twin's training record (left out for a kind read too
+  sparsely to fit one);
 - ``population``: the mechanistic model with population parameters (no fitting), with
   the same state filter;
 - ``mechanistic``: the calibrated mechanism without residual networks;
 - ``twin``: the calibrated twin (the hybrid when it has networks).
 
-Scores per model and horizon: RMSE and MAE (mg/dL), RMSE relative to persistence,
-Clarke zone A (%), and hypoglycaemia prediction (a reading < 70 mg/dL within the
-horizon) sensitivity and specificity. When the record carries the noise-free sensor
-glucose (``cgm_true``, simulated records) the RMSE against it is reported too. The
-record's consensus CGM metrics (`cgm_metrics`) come with the table.
+Generic scores per kind, model and horizon: ``n`` (origins with a reading at origin +
+horizon), RMSE and MAE (in the kind's unit), RMSE relative to persistence; when the
+record carries the kind's ground truth (a ``truth_of`` kind of a simulated record),
+the RMSE against it too. Plugins add their own metrics per kind (``register_metrics``:
+e.g. Clarke zone A for glucose), and summaries of the record's readings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..errors import CalibrationError
 from ..timeline import Timeline
-from .data import readings_on_grid
-from .metrics import cgm_metrics, clarke_zone_a, hypo_detection, mae, rmse
-from .space import CalibrationError
+from .data import check_kinds, readings_on_grid, record_minutes
+from .scores import mae, rmse
 
 __all__ = ["Evaluation", "evaluate", "fit_ar", "AR_LAGS"]
 
-AR_LAGS = 6  # 30 min of history at 5-min spacing
-STEP = 5  # min, spacing of the AR model and of hypoglycaemia checks along a path
-HYPO = 70.0
+AR_LAGS = 6  # readings of history
 
 
 @dataclass
 class Evaluation:
-    table: pd.DataFrame  # one row per (model, horizon)
-    record_metrics: dict
+    table: pd.DataFrame  # one row per (kind, model, horizon)
+    record_metrics: dict  # {kind: {summary: value}}
     origins: int
     record: str
+    descriptions: dict = field(default_factory=dict)  # {kind: one line for people}
+    notes: list = field(default_factory=list)
 
     def markdown(self) -> str:
         cols = [c for c in self.table.columns if c not in ("n",)]
@@ -61,34 +63,44 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _locf(obs: np.ndarray, max_age: int = 10) -> np.ndarray:
+def _locf(obs: np.ndarray, max_age: int) -> np.ndarray:
     """Last reading at or before each minute end, if at most ``max_age`` min old."""
     idx = np.where(np.isfinite(obs), np.arange(len(obs)), -1)
     last = np.maximum.accumulate(idx)
     out = np.where(last >= 0, obs[np.maximum(last, 0)], np.nan)
-    age = np.arange(len(obs)) - last
-    return np.where(age <= max_age, out, np.nan)
+    return np.where(np.arange(len(obs)) - last <= max_age, out, np.nan)
 
 
-def _lag_features(obs: np.ndarray, origins: np.ndarray) -> np.ndarray:
-    """Readings at o, o-5, ..., o-25 (minute ends o-1, ...), carried forward at most 10 min."""
-    filled = _locf(obs)
+def spacing(tl: Timeline, kind: str) -> int:
+    """The usual spacing of a kind's readings (median gap, whole minutes)."""
+    t = np.sort(tl.select(kind).time)
+    gaps = np.diff(t)
+    gaps = gaps[gaps > 0]
+    return max(1, int(round(float(np.median(gaps))))) if len(gaps) else 1
+
+
+def _lag_features(obs: np.ndarray, origins: np.ndarray, step: int) -> np.ndarray:
+    """Readings at o, o-step, ... (minute ends o-1, ...), carried forward at most 2 steps."""
+    filled = _locf(obs, 2 * step)
     cols = []
     for j in range(AR_LAGS):
-        k = origins - 1 - STEP * j
+        k = origins - 1 - step * j
         cols.append(np.where(k >= 0, filled[np.clip(k, 0, len(obs) - 1)], np.nan))
     return np.stack(cols, axis=1)
 
 
-def fit_ar(train: Timeline, kind: str, max_horizon: int) -> np.ndarray:
+def fit_ar(train: Timeline, kind: str, max_horizon: int, step: int | None = None) -> tuple[np.ndarray, int]:
     """Direct linear AR coefficients ``[H, 1 + AR_LAGS]`` (intercept first), one model per
-    5 minutes of horizon (NaN rows between), by least squares on the training readings."""
-    minutes = int(np.ceil(float(np.max(train.time)) + 1e-9))
+    ``step`` minutes of horizon (NaN rows between), by least squares on the training
+    readings, and the spacing ``step``. Raises `CalibrationError` when too few complete
+    windows exist."""
+    step = spacing(train, kind) if step is None else step
+    minutes = record_minutes(train)
     obs = readings_on_grid(train, kind, minutes)
-    origins = np.arange(STEP * AR_LAGS, minutes - 1, STEP)
-    X = _lag_features(obs, origins)
+    origins = np.arange(step * AR_LAGS, minutes - 1, step)
+    X = _lag_features(obs, origins, step)
     coefs = np.full((max_horizon, 1 + AR_LAGS), np.nan)
-    for h in range(STEP, max_horizon + 1, STEP):  # (minutes between are interpolated along the path)
+    for h in range(step, max_horizon + 1, step):  # (minutes between are interpolated along the path)
         t = origins + h - 1
         ok = t < minutes
         y = np.full(len(origins), np.nan)
@@ -98,88 +110,111 @@ def fit_ar(train: Timeline, kind: str, max_horizon: int) -> np.ndarray:
             raise CalibrationError(f"{train.source}: too few complete {kind!r} windows to fit the AR baseline")
         A = np.column_stack([np.ones(m.sum()), X[m]])
         coefs[h - 1] = np.linalg.lstsq(A, y[m], rcond=None)[0]
-    return coefs
+    return coefs, step
 
 
-def _ar_paths(coefs: np.ndarray, obs: np.ndarray, origins: np.ndarray) -> np.ndarray:
-    X = _lag_features(obs, origins)
-    filled = _locf(obs, max_age=10 ** 9)
+def _ar_paths(coefs: np.ndarray, step: int, obs: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    X = _lag_features(obs, origins, step)
+    latest = _locf(obs, 10 ** 9)[np.clip(origins - 1, 0, len(obs) - 1)]
     # a missing lag takes the most recent available reading (documented fallback)
-    latest = filled[np.clip(origins - 1, 0, len(obs) - 1)]
     X = np.where(np.isfinite(X), X, latest[:, None])
-    at = coefs[:, 0][None, :] + X @ coefs[:, 1:].T  # [O, H], NaN between the 5-min steps
+    at = coefs[:, 0][None, :] + X @ coefs[:, 1:].T  # [O, H], NaN between the steps
     H = coefs.shape[0]
     fitted = np.flatnonzero(np.isfinite(coefs[:, 0])) + 1
     grid = np.concatenate([[0], fitted])
+    if len(fitted) == 0:
+        return np.full((len(origins), H), np.nan)
     path = np.empty_like(at)
     for i in range(len(origins)):
         path[i] = np.interp(np.arange(1, H + 1), grid, np.concatenate([[latest[i]], at[i, fitted - 1]]))
     return path
 
 
-def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: int = 5, warmup: int = 120,
-             train: Timeline | None = None) -> Evaluation:
-    """Score the twin and the baselines on ``record``; see the module docstring."""
-    kind = twin.obs_model.kind
-    horizons = sorted(int(h) for h in horizons)
-    if not horizons or horizons[0] < 1 or int(every) < 1 or warmup < 0:
-        raise CalibrationError("horizons and --every must be whole minutes >= 1, and --warmup >= 0")
-    H = max(horizons)
-    minutes = int(np.ceil(float(np.max(record.time)) + 1e-9)) if len(record) else 0
-    obs_all = readings_on_grid(record, kind, minutes + H)
-    if not np.isfinite(obs_all).any():
-        raise CalibrationError(f"{record.source}: no {kind!r} readings to evaluate against")
-    truth = readings_on_grid(record, "cgm_true", minutes + H) if kind == "cgm" else np.full(minutes + H, np.nan)
-    has_truth = bool(np.isfinite(truth).any())
-    train = twin.training_timeline() if train is None else train
-    if train is None:
-        raise CalibrationError("the twin has no training record saved; pass train= to fit the AR baseline")
-    coefs = fit_ar(train, kind, H)
+def _truth_kind(kind: str) -> str | None:
+    from ..registry import timeline_kinds
 
-    paths: dict[str, np.ndarray] = {}
-    origins = None
+    return next((name for name, k in timeline_kinds().items() if k.truth_of == kind), None)
+
+
+def _model_paths(twin, record: Timeline, H: int, every: int, ignore) -> tuple[np.ndarray, dict]:
+    """Forecast paths ``{variant: [O, H, kind]}`` of the twin's variants."""
     variants = ["population", "mechanistic"] + (["twin"] if twin.hybrid is not None else [])
+    paths, origins = {}, None
     for v in variants:
-        res = twin.forecast_arrays(record, H, every, v)
+        res = twin.forecast_arrays(record, H, every, v, ignore=ignore)
         origins = res["origin"]
         paths[v] = res["reading"]
-    assert origins is not None
-    obs = obs_all[:minutes]
-    last = _locf(obs, max_age=10 ** 9)[np.clip(origins - 1, 0, minutes - 1)]
-    paths = {"persistence": np.repeat(last[:, None], H, axis=1), "linear_ar": _ar_paths(coefs, obs, origins),
-             **paths}
-    keep = origins >= warmup
+    return origins, paths
+
+
+def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, metrics) -> list[dict]:
+    """The table rows of one kind: every model at every horizon, on the origins all share."""
     rows = []
     for h in horizons:
         target = obs_all[origins + h - 1]
-        target_true = truth[origins + h - 1]
-        # actual hypoglycaemia: a reading < 70 within (o, o + h]
-        window = np.stack([obs_all[origins + k - 1] for k in range(1, h + 1)], axis=1)
-        actual_min = np.where(np.isfinite(window).any(axis=1), np.nanmin(np.where(np.isfinite(window), window,
-                                                                                   np.inf), axis=1), np.nan)
+        observed = np.stack([obs_all[origins + k - 1] for k in range(1, h + 1)], axis=1)
         common = keep & np.isfinite(target) & np.all([np.isfinite(p[:, h - 1]) for p in paths.values()], axis=0)
-        ref = None
+        ref = ref_true = None
         for name, p in paths.items():
             pred = p[:, h - 1]
-            steps = p[:, STEP - 1:h:STEP] if h >= STEP else p[:, :h]
-            pred_min = np.min(steps, axis=1)
-            row = {"model": name, "horizon": h, "n": int(common.sum()),
+            row = {"kind": kind, "model": name, "horizon": h, "n": int(common.sum()),
                    "rmse": rmse(pred[common], target[common]), "mae": mae(pred[common], target[common])}
-            if ref is None:
-                ref = row["rmse"]
+            ref = row["rmse"] if ref is None else ref
             row["rmse_vs_persistence"] = row["rmse"] / ref if ref else np.nan
-            row["zone_a"] = clarke_zone_a(pred[common], target[common])
-            hd = hypo_detection(pred_min[common], actual_min[common], HYPO)
-            row["hypo_sensitivity"] = hd["sensitivity"]
-            row["hypo_specificity"] = hd["specificity"]
-            if has_truth:
-                mt = common & np.isfinite(target_true)
-                row["rmse_true"] = rmse(pred[mt], target_true[mt])
+            for m in metrics:
+                row.update(m.score(p[common, :h], observed[common], h))
+            if truth is not None:
+                mt = common & np.isfinite(truth[origins + h - 1])
+                row["rmse_true"] = rmse(pred[mt], truth[origins + h - 1][mt])
+                ref_true = row["rmse_true"] if ref_true is None else ref_true
+                row["rmse_true_vs_persistence"] = row["rmse_true"] / ref_true if ref_true else np.nan
             rows.append(row)
-        if has_truth:
-            ref_true = rows[-len(paths)]["rmse_true"]
-            for r in rows[-len(paths):]:
-                r["rmse_true_vs_persistence"] = r["rmse_true"] / ref_true if ref_true else np.nan
-    table = pd.DataFrame(rows)
-    metrics = cgm_metrics(obs_all[:minutes][np.isfinite(obs_all[:minutes])], expected=max(1, minutes // every))
-    return Evaluation(table, metrics, int(keep.sum()), record.source)
+    return rows
+
+
+def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: int = 5, warmup: int = 120,
+             train: Timeline | None = None, ignore: Sequence[str] = ()) -> Evaluation:
+    """Score the twin and the baselines on ``record``, kind by kind; see the module docstring.
+
+    Raises `CalibrationError` when there is nothing to score (no reading of any kind the
+    twin observes at any scored origin + horizon)."""
+    from ..registry import forecast_metrics, series_metrics
+
+    horizons = sorted(int(h) for h in horizons)
+    if not horizons or horizons[0] < 1 or int(every) < 1 or warmup < 0:
+        raise CalibrationError("horizons and --every must be whole minutes >= 1, and --warmup >= 0")
+    check_kinds(record, twin.kinds, record.source, ignore)
+    train = twin.training_timeline() if train is None else train
+    if train is None:
+        raise CalibrationError("the twin has no training record saved; pass train= to fit the AR baseline")
+    H, minutes = max(horizons), record_minutes(record)
+    origins, model_paths = _model_paths(twin, record, H, every, ignore)
+    keep = origins >= warmup
+    ev = Evaluation(pd.DataFrame(), {}, int(keep.sum()), record.source)
+    rows = []
+    for k, kind in enumerate(twin.kinds):
+        obs_all = readings_on_grid(record, kind, minutes + H)
+        obs = obs_all[:minutes]
+        truth_kind = _truth_kind(kind)
+        truth = readings_on_grid(record, truth_kind, minutes + H) if truth_kind else None
+        truth = truth if truth is not None and np.isfinite(truth).any() else None
+        last = _locf(obs, 10 ** 9)[np.clip(origins - 1, 0, minutes - 1)]
+        paths = {"persistence": np.repeat(last[:, None], H, axis=1)}
+        try:
+            coefs, step = fit_ar(train, kind, H)
+            paths["linear_ar"] = _ar_paths(coefs, step, obs, origins)
+        except CalibrationError as err:
+            ev.notes.append(f"{kind}: no linear_ar baseline ({err})")
+        paths.update({v: p[..., k] for v, p in model_paths.items()})
+        rows += _kind_rows(kind, paths, obs_all, truth, origins, keep, horizons, forecast_metrics(kind))
+        present = obs[np.isfinite(obs)]
+        for m in series_metrics(kind):
+            summary = dict(m.summarise(present, max(1, minutes // spacing(record, kind))))
+            ev.record_metrics[kind] = summary
+            if m.describe is not None:
+                ev.descriptions[kind] = m.describe(summary)
+    ev.table = pd.DataFrame(rows)
+    if ev.table.empty or int(ev.table["n"].max()) == 0:
+        raise CalibrationError(f"{record.source}: nothing to score: no reading of {', '.join(twin.kinds)} at any "
+                               f"origin + horizon after the {warmup}-min warm-up")
+    return ev

@@ -1,116 +1,71 @@
-"""Per-patient calibration of a (hybrid) twin by gradients.
+"""Per-patient calibration of a (hybrid) twin by gradients, for any composition.
 
-What is estimated, jointly, from one patient's record:
+What is estimated, jointly, from one patient's record (see
+`physiotwin.calibration.objective`): the fitted mechanistic parameters with their
+population prior; a factor per logged event for every input correction that applies
+(e.g. a meal-size correction: carbohydrate counts are routinely 20-40 % off, Brazeau
+et al., Diabetes Res Clin Pract 99:19, 2013); the initial state; the error parameters
+of every observation model in the record; and, with ``hybrid=True``, the weights of
+the residual networks (`Hybrid`).
 
-- the fitted mechanistic parameters (`ParameterSpace`), in transformed space, with the
-  population prior;
-- a size correction for every logged meal (``grams * exp(c)``, prior ``c ~ N(0, 0.3^2)``):
-  carbohydrate counts are routinely 20-40 % off (Brazeau et al., Diabetes Res Clin
-  Pract 99:19, 2013);
-- the initial state (offsets from the model's basal state);
-- the observation model's noise parameters (``sigma``, and ``phi`` for AR(1) noise);
-- with ``hybrid=True``, the weights of the residual networks (`Hybrid`).
-
-**Multiple shooting.** The training part of the record is cut into windows (6 h by
-default) that are integrated in parallel (`jax.vmap`) from their own start states;
-a penalty ties each window's start to the previous window's end. This turns a
-week-long sequential solve into a few hundred steps (20x faster gradients on two
-cores), keeps the optimisation away from the local minima of long free runs, and lets
-the state jump slightly at window edges, which absorbs unlogged snacks and other
-disturbances the meal log does not explain.
+**Multiple shooting.** The training part of the record is cut into windows (3 h by
+default) integrated in parallel (`jax.vmap`) from their own start states; a penalty
+ties each window's start to the previous window's end. This turns a week-long
+sequential solve into a few hundred steps, keeps the optimisation away from the local
+minima of long free runs, and lets the state jump slightly at window edges, which
+absorbs disturbances the log does not explain.
 
 **Validation and early stopping.** The last part of the record (``validation``,
 default 1/7, at least 6 h) is never fitted: it is simulated freely from the end of
-the training part, and its RMSE against the readings decides when to stop and which
-of the multistart runs wins.
+the training part, and its score (each kind's RMSE in units of its typical reading
+error) decides when to stop and which of the multistart runs wins.
 
 **Stages.** First the mechanistic twin (multistart, ``starts`` draws from the prior,
 run together in one vmapped computation), then, for a hybrid, the residual networks
 together with everything else, starting from the best mechanistic fit. Both results
 are kept, so evaluation can compare them.
 
-Optimisers: ``optimizer="adam"`` (optax, with early stopping) or ``"bfgs"``
-(optimistix BFGS on the mechanistic stage; networks are always trained with Adam).
+**Honest failure.** A fit whose every start ends with a non-finite loss, or whose
+unknowns never leave their start, raises `CalibrationError`; a hybrid stage that
+diverges is dropped (the twin is the mechanism) with a warning in the diagnostics.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ..composer import Model
-from .data import Record, previous_reading
-from .grid import MEAL_SIGNALS, GridInputs, integrate, substeps
+from ..errors import CalibrationError
+from ..observation import ObservationModel
+from ..steady import settle
+from .data import Record
 from .hybrid import Hybrid
-from .observation import ObservationModel
-from .space import CalibrationError, ParameterSpace
+from .identify import curvature_table, informed_parameters
+from .objective import Objective, fit_arrays, initial_params
+from .optimize import adam_stage, bfgs_stage
+from .problem import Problem, rest_signals, build_problem, substeps
+from .settings import FitSettings
+from .space import ParameterSpace, error_space
 
-__all__ = ["FitSettings", "FitResult", "fit_record"]
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """Calibration options (all stored with the twin).
-
-    window: multiple-shooting window (min). validation: fraction of the record held
-    out at its end (at least 360 min). starts: multistart runs. steps / hybrid_steps:
-    iteration budgets. lr / net_lr: Adam learning rates. patience: validation checks
-    without an improvement of at least ``min_improvement`` (relative) before stopping;
-    check_every: iterations between checks.
-    meal_sd: prior SD of log meal-size corrections. continuity: allowed jump at
-    window edges, as a fraction of each state's typical size. init_sd: prior SD of the
-    initial-state offsets (same units). width/depth: residual MLPs. l2: weight decay of
-    the nets. residual_weight: penalty on the mean squared residual term (in units of
-    the slot scale). seed: all random draws.
-    """
-
-    window: int = 180
-    validation: float = 1.0 / 7.0
-    starts: int = 2
-    steps: int = 200
-    hybrid_steps: int = 150
-    lr: float = 0.05
-    net_lr: float = 3e-3
-    patience: int = 4
-    check_every: int = 20
-    min_improvement: float = 0.003
-    meal_sd: float = 0.3
-    continuity: float = 0.02
-    init_sd: float = 1.0
-    width: int = 16
-    depth: int = 2
-    l2: float = 1e-4
-    residual_weight: float = 1e-2
-    seed: int = 0
-    optimizer: str = "bfgs"
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.optimizer not in ("adam", "bfgs"):
-            raise CalibrationError(f"optimizer must be 'adam' (optax) or 'bfgs' (optimistix), not {self.optimizer!r}")
-        if self.window < 30:
-            raise CalibrationError("window must be at least 30 minutes")
-        if not 0.0 < self.validation < 0.5:
-            raise CalibrationError("validation must be a fraction between 0 and 0.5 of the record")
-        if self.starts < 1:
-            raise CalibrationError("starts must be >= 1")
+__all__ = ["FitSettings", "FitResult", "fit_record", "rest_state", "prepare_fit", "check_informed"]
 
 
 @dataclass
 class FitResult:
-    """Everything a `Twin` keeps from a calibration."""
+    """Everything a `Twin` keeps from a calibration (transformed values)."""
 
-    z: np.ndarray  # fitted transformed parameters (final stage)
+    z: np.ndarray  # fitted parameters (final stage)
     z_mech: np.ndarray  # ... of the mechanistic stage
-    noise: np.ndarray  # transformed noise parameters
-    noise_mech: np.ndarray
-    meal: np.ndarray  # log meal-size corrections, one per logged meal
+    errors: np.ndarray  # observation-error parameters
+    errors_mech: np.ndarray
+    corrections: dict[str, np.ndarray]  # log factors per logged event, by correction
     init: np.ndarray  # initial-state offsets (scaled)
     end_state: np.ndarray  # state at the end of the training part
     hybrid: Hybrid | None
@@ -119,436 +74,241 @@ class FitResult:
     diagnostics: dict = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------ problem setup
-class _Problem(eqx.Module):
-    """Arrays of one record cut into windows (all JAX arrays: one trace per shape)."""
-
-    win: GridInputs  # [W, L, ...]
-    win_t0: jax.Array  # [W]
-    obs: jax.Array  # [W, L]
-    prev: jax.Array
-    gap: jax.Array
-    val: GridInputs  # [V, ...]
-    val_obs: jax.Array  # [V]
-    meal_cols: jax.Array
-    scale: jax.Array  # [S] typical state sizes
-    base: jax.Array  # [W, S] window starts of the initial trajectory
-    nonneg: jax.Array  # [S] bool
-    day0: jax.Array
-    n_obs: jax.Array
+def rest_state(model: Model, theta, first_inputs, rest=None):
+    """The state a record starts from: the organs' initial states, or the composed steady
+    state at ``rest`` (coupled compositions)."""
+    y = model.initial_state(jnp.asarray(theta), jnp.asarray(first_inputs))
+    return y if rest is None else settle(model, jnp.asarray(theta), jnp.asarray(rest), y).y
 
 
-def _windows(record: Record, settings: FitSettings) -> tuple[int, int, int]:
-    total = record.minutes
-    n_val = max(360, int(round(total * settings.validation)))
-    n_train = total - n_val
-    L = settings.window
-    W = n_train // L
-    if W < 1:
-        raise CalibrationError(f"{record.source}: {total} min of record leave {n_train} min to fit after holding out "
-                               f"{n_val} min for validation; at least one {L}-min window is needed "
-                               f"(give a longer record or a smaller --window)")
-    return W, L, total - W * L
+def _observed_columns(model: Model, observations: Sequence[ObservationModel]) -> tuple[int, ...]:
+    return tuple(model.output_names.index(om.output_name(model)) for om in observations)
 
 
-def _split_inputs(gi: GridInputs, W: int, L: int) -> tuple[GridInputs, GridInputs]:
-    head = jax.tree_util.tree_map(lambda a: a[:W * L].reshape((W, L) + a.shape[1:]), gi)
-    tail = jax.tree_util.tree_map(lambda a: a[W * L:], gi)
-    return head, tail
-
-
-def _meal_scaled(gi: GridInputs, meal: jax.Array, cols: jax.Array) -> GridInputs:
-    factor = jnp.exp(jnp.concatenate([meal, jnp.zeros(1)]))[gi.meal]  # meal index -1 -> factor 1
-    v = gi.values * jnp.where(cols, factor[..., None], 1.0)  # cols: bool per signal
-    return GridInputs(v, gi.reset, gi.meal)
-
-
-# ------------------------------------------------------------------ the field
-def _field(model: Model, theta, hybrid: Hybrid | None, day0):
-    if hybrid is None:
-        def f(t, y, u):
-            return model.evaluate(t, y, theta, u)[0]
-    else:
-        def f(t, y, u):
-            return hybrid.evaluate(t, y, theta, u, day0)[0]
-
-    def reset(t, y, u, mask):
-        return model.reset(t, y, theta, u, mask) if any(model.reset_columns) else y
-
-    return f, reset
-
-
-def _observe(model: Model, theta, hybrid: Hybrid | None, day0, out_col: int):
-    def observe(t, y, u):
-        if hybrid is None:
-            _, outs = model.evaluate(t, y, theta, u)
-            return jnp.concatenate([outs[out_col][None], y])
-        _, outs, r = hybrid.evaluate(t, y, theta, u, day0)
-        return jnp.concatenate([outs[out_col][None], y, r])
-    return observe
-
-
-def run_windows(model, hybrid, theta, y_starts, win: GridInputs, t0s, day0, out_col, n_sub):
-    """Integrate every window from its start: ``(y_end[W,S], observed[W,L,...])``."""
-    f, reset = _field(model, theta, hybrid, day0)
-    observe = _observe(model, theta, hybrid, day0, out_col)
-
-    def one(y0, gi, t0):
-        return integrate(f, reset, y0, gi, t0, n_sub, observe)
-
-    return jax.vmap(one)(y_starts, win, t0s)
-
-
-def simulate_grid(model, hybrid, theta, y0, gi: GridInputs, t0, day0, out_col, n_sub):
-    """One free run over ``gi``: ``(y_end, observed[K, 1 + S (+ slots)])``."""
-    f, reset = _field(model, theta, hybrid, day0)
-    return integrate(f, reset, y0, gi, t0, n_sub, _observe(model, theta, hybrid, day0, out_col))
-
-
-# ------------------------------------------------------------------ calibration
-class _Calibration(eqx.Module):
-    model: Model = eqx.field(static=True)
-    obs_model: ObservationModel = eqx.field(static=True)
-    space: ParameterSpace = eqx.field(static=True)
-    settings: FitSettings = eqx.field(static=True)
-    out_col: int = eqx.field(static=True)
-    n_sub: int = eqx.field(static=True)
-    noise_mu: tuple[float, ...] = eqx.field(static=True)
-    noise_kind: tuple = eqx.field(static=True)
-
-    def noise(self, zn):
-        from .space import _inverse
-
-        kind = jnp.asarray([k for k, _, _ in self.noise_kind])
-        lo = jnp.asarray([lo for _, lo, _ in self.noise_kind])
-        hi = jnp.asarray([hi for _, _, hi in self.noise_kind])
-        values = _inverse(kind, lo, hi, zn)
-        return {p.name: values[i] for i, p in enumerate(self.obs_model.params)}
-
-    def starts(self, params, prob: _Problem, theta):
-        y0 = self.model.initial_state(theta, prob.win.values[0, 0]) \
-            + prob.scale * params["init"]
-        rest = prob.base[1:] + prob.scale * params["shoot"]
-        ys = jnp.concatenate([y0[None], rest], axis=0)
-        return jnp.where(prob.nonneg, jnp.maximum(ys, 0.0), ys)
-
-    def loss(self, params, hybrid, prob: _Problem):
-        """Negative log posterior per reading, and its parts."""
-        theta = self.space.theta(params["z"])
-        win = _meal_scaled(prob.win, params["meal"], prob.meal_cols)
-        ys = self.starts(params, prob, theta)
-        y_end, observed = run_windows(self.model, hybrid, theta, ys, win, prob.win_t0, prob.day0, self.out_col,
-                                      self.n_sub)
-        pred = observed[..., 0]
-        mask = jnp.isfinite(prob.obs)
-        noise = self.noise(params["noise"])
-        nll = jnp.sum(jax.vmap(lambda p, o, m, pv, g: self.obs_model.nll(p, jnp.where(m, o, 0.0), m, pv, g, noise))(
-            pred, prob.obs, mask, prob.prev, prob.gap))
-        prior = (self.space.prior(params["z"]) + 0.5 * jnp.sum((params["meal"] / self.settings.meal_sd) ** 2)
-                 + 0.5 * jnp.sum((params["init"] / self.settings.init_sd) ** 2)
-                 + 0.5 * jnp.sum((params["noise"] - jnp.asarray(self.noise_mu)) ** 2))
-        defect = (y_end[:-1] - ys[1:]) / (prob.scale * self.settings.continuity)
-        continuity = 0.5 * jnp.sum(defect ** 2)
-        total = nll + prior + continuity
-        penalty = jnp.zeros(())
-        if hybrid is not None and hybrid.slots:
-            r = observed[..., 1 + len(self.model.state_names):]
-            scales = jnp.asarray([s.scale for s in hybrid.slots])
-            penalty = (self.settings.residual_weight * jnp.mean((r / scales) ** 2) * prob.n_obs
-                       + self.settings.l2 * hybrid.l2())
-            total = total + penalty
-        sse = jnp.sum(jnp.where(mask, prob.obs - pred, 0.0) ** 2)
-        parts = {"nll": nll, "prior": prior, "continuity": continuity, "penalty": penalty,
-                 "train_rmse": jnp.sqrt(sse / prob.n_obs)}
-        return total / prob.n_obs, parts
-
-    def validate(self, params, hybrid, prob: _Problem):
-        """RMSE of the free run over the held-out part, from the end of the last window."""
-        theta = self.space.theta(params["z"])
-        win = _meal_scaled(prob.win, params["meal"], prob.meal_cols)
-        ys = self.starts(params, prob, theta)
-        y_end, _ = run_windows(self.model, hybrid, theta, ys, win, prob.win_t0, prob.day0, self.out_col, self.n_sub)
-        val = _meal_scaled(prob.val, params["meal"], prob.meal_cols)
-        t0 = prob.win_t0[-1] + prob.win.values.shape[1]
-        y_val_end, observed = simulate_grid(self.model, hybrid, theta, y_end[-1], val, t0, prob.day0, self.out_col,
-                                            self.n_sub)
-        pred = observed[:, 0]
-        mask = jnp.isfinite(prob.val_obs)
-        n = jnp.maximum(jnp.sum(mask), 1)
-        rmse = jnp.sqrt(jnp.sum(jnp.where(mask, prob.val_obs - pred, 0.0) ** 2) / n)
-        return rmse, y_end[-1], y_val_end
-
-
-def _problem(model, record: Record, settings: FitSettings, space: ParameterSpace, out_col: int, n_sub: int):
-    W, L, V = _windows(record, settings)
-    win, val = _split_inputs(record.inputs, W, L)
-    obs = record.obs[:W * L].reshape(W, L)
-    prev, gap = previous_reading(obs)
-    meal_cols = [n.split(".", 1)[-1] in MEAL_SIGNALS for n in model.signal_names]
-    # the trajectory of the population model gives each window a first start and each state a size
+def prepare_fit(model: Model, record: Record, observations, space: ParameterSpace, settings: FitSettings):
+    """The objective and the windowed problem of one calibration."""
+    stepping = substeps(model)
     theta0 = jnp.asarray(space.base)
-    y0 = model.initial_state(theta0, record.inputs.values[0])
-    dummy = _Problem(win, jnp.arange(W) * float(L), jnp.asarray(obs), jnp.asarray(prev), jnp.asarray(gap), val,
-                     jnp.asarray(record.obs[W * L:]), jnp.asarray(meal_cols, dtype=bool),
-                     jnp.ones(len(model.state_names)), jnp.zeros((W, len(model.state_names))),
-                     jnp.zeros(len(model.state_names), bool), jnp.asarray(record.day0),
-                     jnp.asarray(float(np.isfinite(obs).sum())))
-    _, traj = eqx.filter_jit(simulate_grid)(
-        model, None, theta0, y0, record.inputs, jnp.asarray(0.0), dummy.day0, out_col, n_sub)
-    traj = np.asarray(traj)[:, 1:1 + len(model.state_names)]
-    states = np.concatenate([np.asarray(y0)[None], traj])
-    rms = np.sqrt(np.mean(states ** 2, axis=0))
-    decl_scale = np.asarray(model.state_scales)
-    scale = np.where(rms > 1e-12, rms, decl_scale)  # a state that stays 0 (exercise) keeps its declared size
-    base = states[np.arange(W) * L]
-    nonneg = np.array([model.declaration(n).nonnegative for n in model.state_names])
-    if not np.isfinite(obs).any():
-        raise CalibrationError(f"{record.source}: no readings fall in the fitted part of the record "
-                               f"(the first {W * L} min)")
-    return eqx.tree_at(lambda p: (p.scale, p.base, p.nonneg), dummy,
-                       (jnp.asarray(scale), jnp.asarray(base), jnp.asarray(nonneg))), (W, L, V)
+    y0 = eqx.filter_jit(rest_state)(model, theta0, record.inputs.values[0], rest_signals(model))
+    prob, shape, samples = build_problem(model, record, settings, theta0, y0, stepping)
+    names = [f"{om.kind}.{p.name}" for om in observations for p in om.params]
+    errors = error_space(names, [p for om in observations for p in om.params])
+    cal = Objective(model, tuple(observations), _observed_columns(model, observations), space, errors,
+                    tuple(c.prior_sd for c in record.corrections), settings, stepping)
+    return cal, prob, shape, samples
 
 
-def _on_devices(fn, n_starts: int):
-    """Run ``fn`` (vmapped over multistart runs) on every local CPU device in parallel, each on
-    its share of the runs, when they divide evenly (the CLI makes one device per core). The
-    runs are independent; each device gets its own thread (JAX releases the GIL)."""
-    devices = jax.local_devices()
-    if len(devices) < 2 or n_starts % len(devices) or n_starts < 2:
-        return fn
-    from concurrent.futures import ThreadPoolExecutor
-
-    k = n_starts // len(devices)
-
-    def run(params):
-        parts = [jax.device_put(jax.tree_util.tree_map(lambda a: a[i * k:(i + 1) * k], params), d)
-                 for i, d in enumerate(devices)]
-        with ThreadPoolExecutor(len(devices)) as pool:
-            outs = list(pool.map(lambda p: jax.block_until_ready(fn(p)), parts))
-        outs = [jax.device_put(o, devices[0]) for o in outs]
-        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
-
-    return run
+def check_informed(model, record, cal: Objective, space: ParameterSpace, samples) -> dict[str, bool]:
+    """``{fitted parameter: has a path to an observation}``; refuses a record that informs none."""
+    informed = informed_parameters(model, space.base, samples[0], samples[1], list(cal.obs_cols))
+    out = {n: bool(informed[i]) for n, i in zip(space.names, space.index)}
+    if space.names and not any(out.values()):
+        raise CalibrationError(f"{record.source}: the record's observations ({', '.join(record.kinds)}) inform none "
+                               f"of the fitted parameters ({', '.join(space.names)}): no path leads from them to "
+                               f"what was measured; fit other parameters or give other observations")
+    return out
 
 
-def _progress(total, desc, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-def _adam_stage(cal: _Calibration, params, hybrid, prob, steps, desc, history, stage, train_nets):
-    """Adam over the (batched over starts) mechanistic params, and the nets when training a hybrid,
-    with early stopping on validation RMSE. Returns (best params, best hybrid, best val rmse per start)."""
-    s = cal.settings
-    if train_nets:
-        nets_p, nets_static = eqx.partition(hybrid, eqx.is_inexact_array)
-    else:
-        nets_p, nets_static = None, hybrid
-    opt = optax.adam(s.lr)
-    opt_net = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(s.net_lr))
-    state = opt.init(params)
-    state_net = opt_net.init(nets_p) if train_nets else None
-
-    def batched_loss(params, nets_p):
-        h = eqx.combine(nets_p, nets_static) if train_nets else nets_static
-        losses, parts = jax.vmap(lambda p: cal.loss(p, h, prob))(params)
-        return jnp.sum(losses), (losses, parts)
-
-    @jax.jit
-    def update(params, nets_p, state, state_net):
-        (_, (losses, parts)), grads = jax.value_and_grad(batched_loss, argnums=(0, 1), has_aux=True)(params, nets_p)
-        upd, state = opt.update(grads[0], state, params)
-        params = optax.apply_updates(params, upd)
-        if train_nets:
-            upd_n, state_net = opt_net.update(grads[1], state_net, nets_p)
-            nets_p = optax.apply_updates(nets_p, upd_n)
-        return params, nets_p, state, state_net, losses, parts
-
-    @jax.jit
-    def validate(params, nets_p):
-        h = eqx.combine(nets_p, nets_static) if train_nets else nets_static
-        return jax.vmap(lambda p: cal.validate(p, h, prob)[0])(params)
-
-    best_val = np.asarray(validate(params, nets_p))
-    best, best_nets = params, nets_p
-    stale = 0
-    bar = _progress(steps, desc, s.progress)
-    for it in range(1, steps + 1):
-        params, nets_p, state, state_net, losses, parts = update(params, nets_p, state, state_net)
-        if bar is not None:
-            bar.update(1)
-        if it % s.check_every == 0 or it == steps:
-            val = np.asarray(validate(params, nets_p))
-            losses_np = np.asarray(losses)
-            if not np.all(np.isfinite(losses_np)):
-                bad = ~np.isfinite(losses_np)
-                val = np.where(bad, np.inf, val)
-            improved = val < best_val * (1.0 - s.min_improvement)
-            sel = jnp.asarray(improved)
-            best = jax.tree_util.tree_map(
-                lambda b, p: jnp.where(sel.reshape((-1,) + (1,) * (p.ndim - 1)), p, b), best, params)
-            if train_nets and bool(improved[0]):
-                best_nets = nets_p
-            best_val = np.where(improved, val, best_val)
-            history.append({"stage": stage, "iteration": it, "loss": losses_np.tolist(),
-                            "train_rmse": np.asarray(parts["train_rmse"]).tolist(), "validation_rmse": val.tolist()})
-            if bar is not None:
-                bar.set_postfix(train=f"{float(np.min(np.asarray(parts['train_rmse']))):.1f}",
-                                val=f"{float(np.min(best_val)):.1f}")
-            stale = 0 if improved.any() else stale + 1
-            if stale >= s.patience:
-                break
-    if bar is not None:
-        bar.close()
-    hyb = eqx.combine(best_nets, nets_static) if train_nets else hybrid
-    return best, hyb, best_val
-
-
-def _bfgs_stage(cal: _Calibration, params, prob, history):
-    """optimistix BFGS on every multistart run (no early stopping: BFGS converges; the
-    validation RMSE chooses the run). The progress bar counts loss evaluations."""
-    import threading
-
-    import optimistix as optx
-
-    n_dev = max(1, len(jax.local_devices())) if params["z"].shape[0] % max(1, len(jax.local_devices())) == 0 else 1
-    bar = _progress(cal.settings.steps * n_dev, "mechanistic (BFGS)", cal.settings.progress)
-    lock = threading.Lock()
-
-    def tick():
-        if bar is not None:
-            with lock:
-                if bar.n < bar.total:
-                    bar.update(1)
-
-    def fn(p, _):
-        if bar is not None:
-            jax.debug.callback(tick)
-        return cal.loss(p, None, prob)[0]
-
-    solver = optx.BFGS(rtol=1e-6, atol=1e-6)
-
-    @jax.jit
-    def solve_all(params):
-        def one(p):
-            sol = optx.minimise(fn, solver, p, max_steps=cal.settings.steps, throw=False)
-            return sol.value, sol.stats["num_steps"]
-        return jax.vmap(one)(params)
-
-    solve = _on_devices(solve_all, params["z"].shape[0])
-    best, steps = solve(params)
-    if bar is not None:
-        bar.close()
-    val = np.asarray(jax.jit(jax.vmap(lambda p: cal.validate(p, None, prob)[0]))(best))
-    history.append({"stage": "mechanistic", "iteration": np.asarray(steps).tolist(), "validation_rmse": val.tolist()})
-    return best, np.where(np.isfinite(val), val, np.inf)
-
-
-def fit_record(model: Model, record: Record, obs_model: ObservationModel, space: ParameterSpace,
-               settings: FitSettings, hybrid: bool) -> FitResult:
-    """Calibrate ``model`` to ``record``; see the module docstring."""
-    t_start = time.perf_counter()
-    out_col = model.output_names.index(obs_model.output_name(model))
-    n_sub = substeps(model)
-    prob, (W, L, V) = _problem(model, record, settings, space, out_col, n_sub)
-    from .space import _KIND, _forward
-
-    noise_kind = tuple((_KIND[p.transform], p.lower, p.upper) for p in obs_model.params)
-    noise_mu = tuple(float(_forward(np.array(k), np.array(lo), np.array(hi), np.array(p.value)))
-                     for (k, lo, hi), p in zip(noise_kind, obs_model.params))
-    cal = _Calibration(model, obs_model, space, settings, out_col, n_sub, noise_mu, noise_kind)
-    n_unknown = len(space.names) + record.n_meals + len(model.state_names) + len(obs_model.params)
-    n_obs = int(np.isfinite(record.obs[:W * L]).sum())
+def _count_check(record: Record, cal: Objective, prob: Problem, W: int) -> None:
+    n_obs = int(prob.n_obs)
+    n_corr = sum(c.n_events for c in record.corrections)
+    S = len(cal.model.state_names)
+    n_unknown = len(cal.space.names) + n_corr + S + len(cal.errors.names)
     if n_obs < n_unknown:
         raise CalibrationError(f"{record.source}: {n_obs} readings in the fitted part, fewer than the {n_unknown} "
-                               f"values to estimate ({len(space.names)} parameters, {record.n_meals} meal corrections, "
-                               f"{len(model.state_names)} initial states, {len(obs_model.params)} noise parameters)")
+                               f"values to estimate ({len(cal.space.names)} parameters, {n_corr} input corrections, "
+                               f"{S} initial states, {len(cal.errors.names)} error parameters)")
 
-    # multistart: the prior centre, then draws from the prior
-    rng = np.random.default_rng(settings.seed)
-    S = settings.starts
-    z0 = np.tile(space.mu, (S, 1))
-    if S > 1:
-        z0[1:] += rng.standard_normal((S - 1, len(space.mu))) * space.sd
-    # meal corrections padded to a multiple of 16 (unused ones stay at their prior, 0), so that
-    # records of similar length share compiled code
-    n_meal = 16 * max(1, -(-record.n_meals // 16))
-    params = {
-        "z": jnp.asarray(z0),
-        "meal": jnp.zeros((S, n_meal)),
-        "init": jnp.zeros((S, len(model.state_names))),
-        "shoot": jnp.zeros((S, W - 1, len(model.state_names))),
-        "noise": jnp.tile(jnp.asarray(noise_mu), (S, 1)),
-    }
-    history: list[dict] = []
-    if settings.optimizer == "bfgs":
-        best, val = _bfgs_stage(cal, params, prob, history)
+
+def _z_scale(cal: Objective, params, prob: Problem) -> np.ndarray:
+    """A preconditioner for the fitted parameters from the curvature of the loss (per reading)
+    at the first start: ``T`` with ``T^T H T = I``, so that BFGS starts with parameters of
+    unit curvature and no correlation (the inverse Cholesky factor, on the diagonally scaled
+    curvature for conditioning)."""
+    first = jax.tree_util.tree_map(lambda a: a[0], params)
+    H = np.asarray(gauss_newton_jit(cal, first, prob)) / float(prob.n_obs)
+    d = np.clip(1.0 / np.sqrt(np.maximum(np.diag(H), 1e-12)), 0.01, 100.0)
+    try:
+        L = np.linalg.cholesky(d[:, None] * H * d[None, :] + 1e-8 * np.eye(len(d)))
+        return d[:, None] * np.linalg.inv(L).T
+    except np.linalg.LinAlgError:
+        return np.diag(d)
+
+
+def _mechanistic_stage(cal: Objective, prob: Problem, record: Record, W: int, history: list):
+    s = cal.settings
+    rng = np.random.default_rng(s.seed)
+    z0 = np.tile(cal.space.mu, (s.starts, 1))
+    if s.starts > 1:
+        z0[1:] += rng.standard_normal((s.starts - 1, len(cal.space.mu))) * cal.space.sd
+    params = initial_params(cal, z0, [c.n_padded for c in record.corrections], len(cal.model.state_names), W)
+    if s.optimizer == "bfgs":
+        best, val = bfgs_stage(cal, params, prob, history, _z_scale(cal, params, prob))
     else:
-        best, _, val = _adam_stage(cal, params, None, prob, settings.steps, "mechanistic", history, "mechanistic",
-                                   False)
+        best, _, val, _ = adam_stage(cal, params, None, prob, s.steps, "mechanistic", history, "mechanistic", False)
+    if not np.isfinite(val).any():
+        raise CalibrationError(f"{record.source}: the fit failed: at every one of the {s.starts} starts the loss or "
+                               f"the held-out run is not finite (the solver diverged); try other --organ "
+                               f"parameters, a shorter --window or more --starts")
     k = int(np.argmin(val))
     mech = jax.tree_util.tree_map(lambda a: a[k], best)
-    mech_val = float(val[k])
+    start = jax.tree_util.tree_map(lambda a: a[k], params)
+    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0))
+                for a, b in zip(jax.tree_util.tree_leaves(mech), jax.tree_util.tree_leaves(start)))
+    if not moved > 1e-9:
+        raise CalibrationError(f"{record.source}: the fit made no step: every unknown is still at its start "
+                               f"(the gradient is zero or not finite there)")
+    return mech, val, k
 
-    net = None
-    final, final_val = mech, mech_val
-    if hybrid:
-        theta = space.theta(mech["z"])
-        win = _meal_scaled(prob.win, mech["meal"], prob.meal_cols)
-        _, obs_w = eqx.filter_jit(run_windows)(
-            model, None, theta, cal.starts(mech, prob, theta), win, prob.win_t0, prob.day0, out_col, n_sub)
-        ys = np.asarray(obs_w)[..., 1:].reshape(-1, len(model.state_names))
-        outs = np.asarray(jax.jit(jax.vmap(lambda y, u: model.evaluate(0.0, y, theta, u)[1]))(
-            jnp.asarray(ys), win.values.reshape(-1, win.values.shape[-1])))
-        net = Hybrid.create(model, jax.random.PRNGKey(settings.seed), settings.width, settings.depth, ys, outs)
-        if not net.slots:
-            raise CalibrationError(f"no organ in the composition ({', '.join(model.organ_names)}) declares a "
-                                   f"residual slot: use --no-hybrid")
-        batched = jax.tree_util.tree_map(lambda a: a[None], mech)
-        best_h, net, val_h = _adam_stage(cal, batched, net, prob, settings.hybrid_steps, "hybrid", history,
-                                         "hybrid", True)
-        final = jax.tree_util.tree_map(lambda a: a[0], best_h)
-        final_val = float(val_h[0])
 
-    # diagnostics of the final fit
-    _, parts = eqx.filter_jit(lambda p, h: cal.loss(p, h, prob))(final, net)
-    _, _, end_state = eqx.filter_jit(lambda p, h: cal.validate(p, h, prob))(final, net)
-    theta = space.theta(final["z"])
-    win = _meal_scaled(prob.win, final["meal"], prob.meal_cols)
-    y_end, observed = eqx.filter_jit(run_windows)(
-        model, net, theta, cal.starts(final, prob, theta), win, prob.win_t0, prob.day0, out_col, n_sub)
+def _hybrid_stage(cal: Objective, prob: Problem, mech, diag_warnings: list, history: list):
+    s = cal.settings
+    model = cal.model
+    theta = cal.space.theta(mech["z"])
+    arrays = fit_arrays(cal, prob, mech, None)
+    nk, S = len(cal.obs_cols), len(model.state_names)
+    ys = np.asarray(arrays["observed"])[..., nk:nk + S].reshape(-1, S)
+    values = np.asarray(arrays["values"])
+    outs = np.asarray(jax.jit(jax.vmap(lambda y, u: model.evaluate(0.0, y, theta, u)[1]))(
+        jnp.asarray(ys), values.reshape(-1, values.shape[-1])))
+    net = Hybrid.create(model, jax.random.PRNGKey(s.seed), s.width, s.depth, ys, outs)
+    if not net.slots:
+        raise CalibrationError(f"no organ in the composition ({', '.join(model.organ_names)}) declares a "
+                               f"residual slot: use --no-hybrid")
+    batched = jax.tree_util.tree_map(lambda a: a[None], mech)
+    best_h, net, val_h, diverged = adam_stage(cal, batched, net, prob, s.hybrid_steps, "hybrid", history, "hybrid",
+                                              True)
+    if not np.isfinite(val_h[0]) or diverged:
+        diag_warnings.append("the hybrid stage diverged (non-finite loss); the twin is the calibrated mechanism")
+    if not np.isfinite(val_h[0]):
+        return None, None, None
+    return jax.tree_util.tree_map(lambda a: a[0], best_h), net, float(val_h[0])
+
+
+def gauss_newton(cal: Objective, params, prob: Problem) -> np.ndarray:
+    """Curvature of the negative log posterior in the fitted parameters (transformed), the
+    other unknowns held at ``params``: the Gauss-Newton approximation of the data and
+    continuity terms (Jacobians by forward mode) plus the exact prior curvature."""
+    nk = len(cal.obs_cols)
+
+    def predict(z):
+        p = {**params, "z": z}
+        theta = cal.space.theta(z)
+        ys = cal.starts(p, prob, theta)
+        y_end, observed = cal.run_windows(cal.field(theta, None, prob), ys, cal.corrected_windows(p, prob),
+                                          prob.win_t0)
+        return observed[..., :nk], (y_end[:-1] - ys[1:]) / (prob.scale * cal.settings.continuity)
+
+    errors = cal.error_params(params["errors"])
+    pred = predict(params["z"])[0]
+    j_pred, j_def = jax.jacfwd(predict)(params["z"])
+    grad_nll = jax.grad(lambda q: cal.data_nll(q, prob, errors))
+    hj = jax.vmap(lambda v: jax.jvp(grad_nll, (pred,), (v,))[1], in_axes=-1, out_axes=-1)(j_pred)
+    nz = params["z"].shape[0]
+    data = j_pred.reshape(-1, nz).T @ hj.reshape(-1, nz)
+    cont = j_def.reshape(-1, nz).T @ j_def.reshape(-1, nz)
+    return 0.5 * (data + data.T) + cont + jnp.diag(1.0 / jnp.asarray(cal.space.sd) ** 2)
+
+
+gauss_newton_jit = eqx.filter_jit(gauss_newton)
+
+
+def _identifiability(cal: Objective, params, prob: Problem, model: Model, informed) -> list[dict]:
+    space = cal.space
+    if not space.names:
+        return []
+    hess = np.asarray(gauss_newton_jit(cal, params, prob))
+    values = np.asarray(space.values(jnp.asarray(params["z"])))
+    prior_values = np.asarray(space.values(jnp.asarray(space.mu)))
+    units = [model.declaration(n).unit for n in space.names]
+    return curvature_table(space.names, values, units, prior_values, space.sd, hess, informed)
+
+
+def _residual_share(cal: Objective, net: Hybrid, observed, values, theta) -> dict[str, float]:
+    nk, S = len(cal.obs_cols), len(cal.model.state_names)
+    obs_np = np.asarray(observed)
+    r = obs_np[..., nk + S:].reshape(-1, len(net.slots))
+    ys = obs_np[..., nk:nk + S].reshape(-1, S)
+    dy = np.asarray(jax.jit(jax.vmap(lambda y, u: cal.model.evaluate(0.0, y, theta, u)[0]))(
+        jnp.asarray(ys), values.reshape(-1, values.shape[-1])))
+    return {slot.name: float(np.sqrt(np.mean(r[:, i] ** 2))
+                             / max(np.sqrt(np.mean((dy[:, slot.state] + r[:, i]) ** 2)), 1e-12))
+            for i, slot in enumerate(net.slots)}
+
+
+def _diagnostics(cal: Objective, prob: Problem, record: Record, final, net, arrays: dict, shape, extra: dict):
+    """Fit and held-out RMSE per kind, continuity defects, error parameters, residual shares."""
+    W, L, V = shape
+    kinds = record.kinds
+    theta = cal.space.theta(final["z"])
+    starts, y_end = np.asarray(arrays["starts"]), np.asarray(arrays["y_end"])
+    scale = np.asarray(prob.scale)
+    defect = ((y_end[:-1] - starts[1:]) / scale) if W > 1 else np.zeros((1, 1))
+    errors = cal.error_params(final["errors"])
     diag = {
-        "windows": W, "window_minutes": L, "validation_minutes": V, "train_readings": n_obs,
-        "validation_readings": int(np.isfinite(record.obs[W * L:]).sum()),
-        "train_rmse": float(parts["train_rmse"]), "validation_rmse": final_val,
-        "mechanistic_validation_rmse": mech_val, "multistart_validation_rmse": [float(v) for v in val],
-        "chosen_start": k,
-        "continuity_defect_rms": float(np.sqrt(np.mean(((np.asarray(y_end[:-1]) - np.asarray(
-            cal.starts(final, prob, theta)[1:])) / np.asarray(prob.scale)) ** 2))) if W > 1 else 0.0,
-        "noise": {p: float(v) for p, v in cal.noise(final["noise"]).items()},
-        "seconds": time.perf_counter() - t_start,
+        "windows": W, "window_minutes": L, "validation_minutes": V, "kinds": list(kinds),
+        "train_readings": {k: int(np.isfinite(record.obs[i, :W * L]).sum()) for i, k in enumerate(kinds)},
+        "validation_readings": {k: int(np.isfinite(record.obs[i, W * L:]).sum()) for i, k in enumerate(kinds)},
+        "train_rmse": _by_kind(kinds, arrays["parts"]["train_rmse"]), "validation_rmse": _by_kind(kinds, arrays["rmse"]),
+        "validation_score": float(arrays["score"]), "continuity_defect_rms": float(np.sqrt(np.mean(defect ** 2))),
+        "errors": {k: {n: float(v) for n, v in e.items()} for k, e in zip(kinds, errors)},
+        **extra,
     }
     if net is not None:
-        obs_np = np.asarray(observed)
-        S_ = len(model.state_names)
-        r = obs_np[..., 1 + S_:].reshape(-1, len(net.slots))
-        dmech = []
-        ys = obs_np[..., 1:1 + S_].reshape(-1, S_)
-        uu = win.values.reshape(-1, win.values.shape[-1])
-        dy = np.asarray(jax.jit(jax.vmap(lambda y, u: model.evaluate(0.0, y, theta, u)[0]))(jnp.asarray(ys), uu))
-        for i, slot in enumerate(net.slots):
-            dmech.append(dy[:, slot.state])
-        diag["residual_share"] = {
-            slot.name: float(np.sqrt(np.mean(r[:, i] ** 2)) / max(np.sqrt(np.mean((dmech[i] + r[:, i]) ** 2)), 1e-12))
-            for i, slot in enumerate(net.slots)}
-    return FitResult(
-        z=np.asarray(final["z"]), z_mech=np.asarray(mech["z"]), noise=np.asarray(final["noise"]),
-        noise_mech=np.asarray(mech["noise"]), meal=np.asarray(final["meal"])[:record.n_meals], init=np.asarray(final["init"]),
-        end_state=np.asarray(end_state), hybrid=net, scale=np.asarray(prob.scale), history=history,
-        diagnostics=diag)
+        diag["residual_share"] = _residual_share(cal, net, arrays["observed"], np.asarray(arrays["values"]), theta)
+    return diag
 
+
+def _by_kind(kinds, values) -> dict[str, float | None]:
+    values = np.asarray(values)
+    return {k: (float(v) if np.isfinite(v) else None) for k, v in zip(kinds, values)}
+
+
+def fit_record(model: Model, record: Record, observations: Sequence[ObservationModel], space: ParameterSpace,
+               settings: FitSettings, hybrid: bool) -> tuple[FitResult, ParameterSpace]:
+    """Calibrate ``model`` to ``record``; see the module docstring. Returns the result and the
+    parameter space actually fitted (``space`` without the parameters no observation informs)."""
+    t_start = time.perf_counter()
+    if settings.window is None:
+        settings = replace(settings, window=int(max(o.shooting_window for o in model.organs)))
+    if settings.steps is None:
+        settings = replace(settings, steps=200 if settings.window <= 720 else 400)
+    cal, prob, shape, samples = prepare_fit(model, record, observations, space, settings)
+    informed = check_informed(model, record, cal, space, samples)
+    keep = [n for n in space.names if informed[n]]
+    if len(keep) < len(space.names):
+        space = _subspace(space, keep)
+        cal = Objective(cal.model, cal.observations, cal.obs_cols, space, cal.errors, cal.corr_sd, settings,
+                        cal.stepping)
+    _count_check(record, cal, prob, shape[0])
+    if not np.isfinite(record.obs[:, shape[0] * shape[1]:]).any():
+        raise CalibrationError(f"{record.source}: no readings fall in the held-out last {shape[2]} min of the record, "
+                               f"which validation needs; give a longer record")
+    history: list[dict] = []
+    warnings: list[str] = []
+    mech, val, k = _mechanistic_stage(cal, prob, record, shape[0], history)
+    mech_arrays = fit_arrays(cal, prob, mech, None)
+    final, net, arrays = mech, None, mech_arrays
+    if hybrid:
+        h_params, h_net, _ = _hybrid_stage(cal, prob, mech, warnings, history)
+        if h_net is not None:
+            final, net, arrays = h_params, h_net, fit_arrays(cal, prob, h_params, h_net)
+    extra = {"mechanistic_validation_rmse": _by_kind(record.kinds, mech_arrays["rmse"]),
+             "mechanistic_validation_score": float(val[k]), "multistart_validation_score": [float(v) for v in val],
+             "chosen_start": k, "not_informed": [n for n, ok in informed.items() if not ok], "warnings": warnings}
+    diag = _diagnostics(cal, prob, record, final, net, arrays, shape, extra)
+    diag["identifiability"] = _identifiability(cal, mech, prob, model, informed) + [
+        {"parameter": n, "verdict": "not informed"} for n, ok in informed.items() if not ok]
+    diag["seconds"] = time.perf_counter() - t_start
+    return FitResult(
+        z=np.asarray(final["z"]), z_mech=np.asarray(mech["z"]), errors=np.asarray(final["errors"]),
+        errors_mech=np.asarray(mech["errors"]),
+        corrections={c.name: np.asarray(v)[:c.n_events] for c, v in zip(record.corrections, final["corr"])},
+        init=np.asarray(final["init"]), end_state=np.asarray(arrays["end_state"]), hybrid=net,
+        scale=np.asarray(prob.scale), history=history, diagnostics=diag), space
+
+
+def _subspace(space: ParameterSpace, names: Sequence[str]) -> ParameterSpace:
+    sel = np.array([space.names.index(n) for n in names], dtype=int)
+    return ParameterSpace(tuple(names), space.index[sel], space.kind[sel], space.lower[sel], space.upper[sel],
+                          space.base, space.mu[sel], space.sd[sel])

@@ -26,9 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..composer import Model, WiringError
+from ..composer import Model
+from ..errors import WiringError
+from ..integrate import AbstractField
 
-__all__ = ["Slot", "Hybrid", "slots_of"]
+__all__ = ["Slot", "Hybrid", "slots_of", "TwinField"]
 
 DAY = 1440.0
 
@@ -155,3 +157,31 @@ class Hybrid(eqx.Module):
                               f"{[s.name for s in h.slots]}")
         return cls(model, h.slots, h.nets, tuple(tuple(float(v) for v in m) for m in spec["mean"]),
                    tuple(tuple(float(v) for v in s) for s in spec["spread"]), spec["width"], spec["depth"])
+
+
+class TwinField(AbstractField):
+    """The vector field of a twin: the composition with parameters ``theta``, plus the
+    residual networks of ``hybrid`` when there is one (``day0``: minute of the day at t = 0)."""
+
+    model: Model
+    theta: Array
+    hybrid: Hybrid | None
+    day0: Array
+
+    def __call__(self, t, y, u):
+        if self.hybrid is None:
+            return self.model.evaluate(t, y, self.theta, u)[0]
+        return self.hybrid.evaluate(t, y, self.theta, u, self.day0)[0]
+
+    def outputs(self, t, y, u):
+        return self.model.evaluate(t, y, self.theta, u)[1]
+
+    def evaluate(self, t, y, u):
+        """``(dy, outputs, residual terms)``; no terms without networks."""
+        if self.hybrid is None:
+            dy, outs = self.model.evaluate(t, y, self.theta, u)
+            return dy, outs, jnp.zeros((0,), y.dtype)
+        return self.hybrid.evaluate(t, y, self.theta, u, self.day0)
+
+    def reset(self, t, y, u, mask):
+        return self.model.reset(t, y, self.theta, u, mask) if any(self.model.reset_columns) else y

@@ -2,13 +2,17 @@
 
 The public surface, in one place:
 
-- organ contract: `Organ`, `State`, `Param`, `Input`, `Output`, `FluxPort`
+- organ contract: `Organ`, `State`, `Param`, `Input`, `Output`, `FluxPort`, `Residual`
+- other plugin contracts: `TimelineKind`, `Signal`, `ObservationModel`, `InputCorrection`,
+  `ForecastMetric`, `SeriesMetric`, `PatientTable`, `Demo`, `ValidationStudy`, `Check`
+  (hook specifications in `physiotwin.plugins`)
 - composing: `compose` -> `Model`; `list_organs()` lists the installed organ plugins
-- data in: `read_timeline`, `Timeline`, `TimelineKind`, `bundled_patients()`
+- data in: `read_timeline`, `Timeline`, `bundled_patients()`
 - solving: `simulate` (xarray out), `Simulator` (JAX arrays out, differentiable)
 - twins: `calibrate(record, organs) -> Twin`, `Twin.load`, `Twin.forecast`, `evaluate`
   (from `physiotwin.calibration`, imported on first use)
-- errors: `WiringError`, `TimelineError`, `PatientError`, `SimulationError`
+- errors: `PhysiotwinError` and its subclasses `WiringError`, `TimelineError`,
+  `PatientError`, `SimulationError`, `ObservationError`, `CalibrationError`, `TwinError`, ...
 
 physiotwin computes in float64. Enable it before creating JAX arrays:
 ``jax.config.update("jax_enable_x64", True)`` (the CLI does it for you).
@@ -16,21 +20,29 @@ physiotwin computes in float64. Enable it before creating JAX arrays:
 
 from __future__ import annotations
 
-from .composer import Model, WiringError, compose
+from .composer import Model, compose
 from .contract import FluxPort, Input, Organ, Output, Param, Residual, State
-from .patients import PatientError
+from .correction import InputCorrection
+from .errors import (CalibrationError, ObservationError, PatientError, PhysiotwinError, PluginError,
+                     SimulationError, TimelineError, TwinError, UnitError, WiringError)
+from .extensions import Check, Demo, ForecastMetric, PatientTable, SeriesMetric, ValidationStudy
+from .kinds import Signal, TimelineKind
+from .observation import FilterNoise, ObservationModel
 from .patients import bundled_patients as _bundled_patients
-from .simulate import SimulationError, Simulator, simulate
-from .timeline import Timeline, TimelineError, TimelineKind, read_timeline
+from .simulate import Simulator, simulate
+from .timeline import Timeline, read_timeline
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Organ", "State", "Param", "Input", "Output", "FluxPort", "Residual",
+    "TimelineKind", "Signal", "ObservationModel", "FilterNoise", "InputCorrection", "ForecastMetric",
+    "SeriesMetric", "PatientTable", "Demo", "ValidationStudy", "Check",
     "Model", "compose", "list_organs", "bundled_patients",
-    "Timeline", "TimelineKind", "read_timeline",
+    "Timeline", "read_timeline",
     "Simulator", "simulate",
-    "WiringError", "TimelineError", "PatientError", "SimulationError",
+    "PhysiotwinError", "WiringError", "TimelineError", "PatientError", "SimulationError", "PluginError",
+    "UnitError", "ObservationError", "CalibrationError", "TwinError",
     "calibrate", "Twin", "evaluate",
     "__version__",
 ]

@@ -47,19 +47,9 @@ def _setup_jax() -> None:
 
 
 def _user_errors():
-    from .composer import WiringError
-    from .io import OutputError
-    from .patients import PatientError
-    from .registry import PluginError
-    from .simulate import SimulationError
-    from .timeline import TimelineError
-    from .units import UnitError
-    from .calibration.observation import ObservationError
-    from .calibration.space import CalibrationError
-    from .calibration.twin import TwinError
+    from .errors import PhysiotwinError
 
-    return (WiringError, OutputError, PatientError, PluginError, SimulationError, TimelineError, UnitError,
-            CalibrationError, TwinError, ObservationError)
+    return (PhysiotwinError,)
 
 
 def _fail(message: str) -> None:
@@ -138,49 +128,69 @@ def patients(as_csv: bool) -> None:
 
 
 # ------------------------------------------------------------------- simulate
+def _observed_variables(ds) -> list[tuple[str, object]]:
+    """``[(variable, observation model)]``: the dataset's outputs that an installed observation
+    model reads (the quantities one can measure), in the models' order."""
+    from .registry import observation_models
+
+    out = []
+    for cls in observation_models().values():
+        found = [v for v in ds.data_vars if "." in v and v.split(".", 1)[1] == cls.output and v not in dict(out)]
+        if len(found) == 1:
+            out.append((found[0], cls))
+    return out
+
+
 def _summary(ds) -> None:
+    """Per measurable variable: mean, min, max per patient and the kind's headline metrics."""
     import numpy as np
 
+    from .registry import series_metrics
     from .simulate import STATUS_MEANINGS
 
-    if "glucose.plasma_glucose" not in ds:
-        return
-    g = np.atleast_2d(ds["glucose.plasma_glucose"].values)
     names = list(np.atleast_1d(ds["patient"].values))
     status = np.atleast_1d(ds["solver_status"].values)
-    click.echo(f"{'patient':<16} {'mean':>7} {'min':>7} {'max':>7} {'TIR%':>6}  status   (plasma glucose, mg/dL)")
-    for n, row, s in zip(names, g, status):
-        if s == 0:
-            tir = 100.0 * np.mean((row >= 70) & (row <= 180))
-            click.echo(f"{n:<16} {row.mean():7.1f} {row.min():7.1f} {row.max():7.1f} {tir:6.1f}  {STATUS_MEANINGS[s]}")
-        else:
-            click.echo(f"{n:<16} {'':>7} {'':>7} {'':>7} {'':>6}  {STATUS_MEANINGS[s]}")
+    for var, cls in _observed_variables(ds):
+        metrics = [(m, key) for m in series_metrics(cls.kind) for key in m.headline]
+        values = np.atleast_2d(ds[var].values)
+        click.echo(f"{var} [{ds[var].attrs.get('units', '')}]")
+        click.echo(f"  {'patient':<16} {'mean':>9} {'min':>9} {'max':>9} "
+                   + "".join(f"{key:>8}" for _, key in metrics) + "  status")
+        for n, row, s in zip(names, values, status):
+            if s != 0:
+                click.echo(f"  {n:<16} {'':>9} {'':>9} {'':>9} " + " " * 8 * len(metrics) + f"  {STATUS_MEANINGS[s]}")
+                continue
+            extra = "".join(f"{m.summarise(row, len(row))[key]:8.1f}" for m, key in metrics)
+            click.echo(f"  {n:<16} {row.mean():9.4g} {row.min():9.4g} {row.max():9.4g} {extra}  {STATUS_MEANINGS[s]}")
 
 
 def _run(organs, patients, timeline, minutes, every, out, plot) -> None:
     import numpy as np
 
-    from .io import check_writable, plot_glucose, write_netcdf
-    from .registry import timeline_kinds
+    from .io import check_writable, plot_timeseries, write_netcdf
     from .simulate import simulate
     from .timeline import read_timeline
 
     check_writable(out)
     if plot:
         check_writable(plot, "plot")
-    tl = read_timeline(timeline, kinds=timeline_kinds()) if timeline is not None else None
+    tl = read_timeline(timeline) if timeline is not None else None
     ds = simulate(list(organs), patients, tl, minutes=minutes, every=every)
     write_netcdf(ds, out)
-    click.echo(f"wrote {out}  ({ds.sizes['time']} times x {ds.sizes.get('patient', 1)} patient(s), organs: {ds.attrs['organs']})")
+    click.echo(f"wrote {out}  ({ds.sizes['time']} times x {ds.sizes.get('patient', 1)} patient(s), "
+               f"organs: {ds.attrs['organs']})")
     if plot:
-        plot_glucose(ds, plot)
+        plot_timeseries(ds, plot, [(v, cls.reference_range) for v, cls in _observed_variables(ds)])
         click.echo(f"wrote {plot}")
     _summary(ds)
     status = np.atleast_1d(ds["solver_status"].values)
     if np.any(status != 0):
-        failed = list(np.atleast_1d(ds["patient"].values)[status != 0])
-        click.echo(f"warning: the solve failed for {len(failed)} patient(s): {', '.join(map(str, failed))} "
-                   f"(see solver_status); the other results stand", err=True)
+        who = np.atleast_1d(ds["patient"].values)[status != 0]
+        why = np.atleast_1d(ds["solver_message"].values)[status != 0]
+        click.echo(f"warning: the solve failed for {len(who)} patient(s) (see solver_status); the other results "
+                   f"stand:", err=True)
+        for w, m in zip(who, why):
+            click.echo(f"  {w}: {m}", err=True)
         sys.exit(EXIT_PARTIAL)
 
 
@@ -214,30 +224,66 @@ def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, 
 @main.command()
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder for demo.nc and demo.png.")
-def demo(out_dir: str) -> None:
-    """Simulate three bundled patients for one day on the bundled scenario."""
+@click.option("--name", default=None, help="Which demo (default: the first one the installed plugins register).")
+def demo(out_dir: str, name: str | None) -> None:
+    """Simulate bundled patients on a bundled scenario (the demo a plugin provides)."""
+    from .registry import demos
+
     folder = Path(out_dir)
     if not folder.is_dir():
         _fail(f"--out-dir {folder}: folder does not exist")
-    with resources.as_file(resources.files("physiotwin").joinpath("data/demo_scenario.csv")) as scenario:
-        click.echo(f"scenario: {scenario.name} (3 meals with boluses, one basal change), 24 h, organ: glucose")
-        _run(("glucose",), ["adult#001", "adult#002", "adolescent#006"], scenario, 1440.0, 5.0,
-             folder / "demo.nc", folder / "demo.png")
+    available = demos()
+    if not available or (name is not None and name not in available):
+        _fail(f"no demo {name!r}; installed demos: {', '.join(available) or 'none'}")
+    d = available[name] if name is not None else next(iter(available.values()))
+    with resources.as_file(resources.files(d.package).joinpath(d.timeline)) as scenario:
+        click.echo(f"scenario: {scenario.name} ({d.description})")
+        _run(d.organs, list(d.patients), scenario, d.minutes, d.every, folder / "demo.nc", folder / "demo.png")
 
 
 # ------------------------------------------------------------------ calibrate
-def _read_record(path: str):
-    from .registry import timeline_kinds
-    from .timeline import read_timeline
+def _print_fit(twin, record: str, organs) -> None:
+    d = twin.result.diagnostics
+    click.echo(f"wrote twin ({'hybrid' if twin.hybrid is not None else 'mechanistic'} twin of {Path(record).name}, "
+               f"organs: {', '.join(organs)}, {d['seconds']:.0f} s)")
+    for om in twin.observations:
+        k = om.kind
+        val, mech = d["validation_rmse"].get(k), d["mechanistic_validation_rmse"].get(k)
+        held = "no held-out readings" if val is None else (f"held-out RMSE {val:.3g} (mechanism alone "
+                                                            f"{mech:.3g})" if mech is not None else f"{val:.3g}")
+        train = d["train_rmse"].get(k)
+        click.echo(f"{k}: fit RMSE {train if train is None else f'{train:.3g}'} {om.unit} on "
+                   f"{d['train_readings'][k]} readings; {held}; error "
+                   + ", ".join(f"{n} {v:.3g}" for n, v in d["errors"][k].items()))
+    for name, share in d.get("residual_share", {}).items():
+        click.echo(f"residual {name}: {100 * share:.0f} % of its state's derivative (RMS)")
+    _print_identifiability(d.get("identifiability", []))
+    for w in d.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)
 
-    return read_timeline(path, kinds=timeline_kinds())
+
+def _print_identifiability(rows) -> None:
+    if not rows:
+        return
+    click.echo("parameters (posterior spread from the curvature at the optimum, in units of the prior's):")
+    click.echo(f"  {'parameter':<28} {'value':>11} {'prior':>11} {'spread':>7}  verdict")
+    for r in rows:
+        if "value" not in r:
+            click.echo(f"  {r['parameter']:<28} {'':>11} {'':>11} {'':>7}  {r['verdict']} (left at prior: no "
+                       f"observation depends on it)")
+            continue
+        click.echo(f"  {r['parameter']:<28} {r['value']:>11.4g} {r['prior']:>11.4g} {r['ratio']:>7.2f}  {r['verdict']}")
+    left = [r["parameter"] for r in rows if r["verdict"] in ("left at prior", "not informed")]
+    if left:
+        click.echo(f"left at their prior: {', '.join(left)}")
 
 
 @main.command()
 @click.argument("record", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Twin directory to write.")
-@click.option("--organ", "organs", multiple=True, default=("glucose",), show_default=True,
-              help="Organ of the mechanistic core (repeat for several).")
+@click.option("--organ", "organs", multiple=True,
+              help="Organ of the mechanistic core (repeat for several; default: the organs the record's "
+                   "observation kinds call for).")
 @click.option("--hybrid/--no-hybrid", default=True, show_default=True,
               help="Add residual networks where the organs declare slots.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
@@ -246,13 +292,18 @@ def _read_record(path: str):
 @click.option("--starts", type=int, default=2, show_default=True, help="Multistart runs.")
 @click.option("--steps", type=int, default=None, help="Iteration budget of the mechanistic stage.")
 @click.option("--hybrid-steps", type=int, default=None, help="Iteration budget of the network stage.")
+@click.option("--window", type=int, default=None, help="Multiple-shooting window, minutes (default: the longest the organs ask for).")
 @click.option("--noise", type=click.Choice(["ar1", "gaussian", "student_t"]), default="ar1", show_default=True,
-              help="CGM error model.")
+              help="Error form, for the observation models that offer one.")
 @click.option("--fit", "fit", multiple=True, help="Parameter to fit, organ.param (repeat; default: the organs' own).")
+@click.option("--ignore-kind", "ignore", multiple=True, help="Observation kind of the record to leave out (repeat).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybrid_steps, noise, fit, quiet) -> None:
-    """Fit a patient twin to RECORD (timeline CSV with CGM readings) and save it to --out."""
-    from .calibration.fit import FitSettings
+def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybrid_steps, window, noise, fit, ignore,
+              quiet) -> None:
+    """Fit a patient twin to RECORD (a timeline with readings) and save it to --out.
+
+    Exit status 3: a twin was written, but part of the fit failed (see the warnings)."""
+    from .calibration.settings import FitSettings
     from .calibration.twin import calibrate as run
 
     out_path = Path(out)
@@ -262,33 +313,34 @@ def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybri
         _fail(f"--out {out}: folder is not empty and holds no twin; not overwriting it")
     tl = _read_record(record)
     options = {"seed": seed, "optimizer": optimizer, "starts": starts, "progress": not quiet}
-    if steps is not None:
-        options["steps"] = steps
-    if hybrid_steps is not None:
-        options["hybrid_steps"] = hybrid_steps
-    twin = run(tl, list(organs), hybrid=hybrid, noise=noise, fit=list(fit) or None,
-               settings=FitSettings(**options))
+    options.update({k: v for k, v in (("steps", steps), ("hybrid_steps", hybrid_steps), ("window", window))
+                    if v is not None})
+    twin = run(tl, list(organs) or None, hybrid=hybrid, noise=noise, fit=list(fit) or None, settings=FitSettings(**options),
+               ignore=list(ignore))
     twin.record_source = Path(record).name
     twin.save(out_path)
-    d = twin.result.diagnostics
-    click.echo(f"wrote {out}  ({'hybrid' if twin.hybrid is not None else 'mechanistic'} twin of {Path(record).name}, "
-               f"organs: {', '.join(organs)}, {d['seconds']:.0f} s)")
-    click.echo(f"fit RMSE {d['train_rmse']:.1f} mg/dL on {d['train_readings']} readings; held-out "
-               f"{d['validation_minutes'] / 60:.0f} h: RMSE {d['validation_rmse']:.1f} mg/dL "
-               f"(mechanism alone {d['mechanistic_validation_rmse']:.1f}); sensor SD {d['noise']['sigma']:.1f} mg/dL")
-    for name, share in d.get("residual_share", {}).items():
-        click.echo(f"residual {name}: {100 * share:.0f} % of its state's derivative (RMS)")
+    click.echo(f"wrote {out}")
+    _print_fit(twin, record, twin.organs)
+    if twin.result.diagnostics.get("warnings"):
+        sys.exit(EXIT_PARTIAL)
+
+
+def _read_record(path: str):
+    from .timeline import read_timeline
+
+    return read_timeline(path)
 
 
 # ------------------------------------------------------------------- forecast
 def _twin_and_record(command):
-    """TWIN_DIR RECORD arguments and the --horizon/--every options of forecast and evaluate."""
+    """TWIN_DIR RECORD arguments and the --horizon/--every/--ignore-kind options of forecast and evaluate."""
     for decorator in reversed((
         click.argument("twin_dir", type=click.Path(file_okay=False)),
         click.argument("record", type=click.Path(dir_okay=False)),
         click.option("--horizon", "horizons", type=int, multiple=True, default=(30, 60), show_default=True,
-                     help="Forecast horizon in minutes (repeat)."),
+                     help="Forecast horizon in minutes (repeat; minutes to days, e.g. 1440)."),
         click.option("--every", type=int, default=5, show_default=True, help="Minutes between forecast origins."),
+        click.option("--ignore-kind", "ignore", multiple=True, help="Observation kind of RECORD to leave out."),
     )):
         command = decorator(command)
     return command
@@ -299,18 +351,20 @@ def _twin_and_record(command):
 @click.option("--variant", type=click.Choice(["twin", "mechanistic", "population"]), default="twin",
               show_default=True, help="Which parameters forecast (see physiotwin.calibration.twin).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
-def forecast(twin_dir, record, horizons, every, variant, out) -> None:
-    """Forecast CGM from every origin of RECORD with a saved twin; write a NetCDF file."""
+def forecast(twin_dir, record, horizons, every, ignore, variant, out) -> None:
+    """Forecast every observation kind of a saved twin from every origin of RECORD; write NetCDF.
+
+    One variable per kind, named as the kind, in its unit."""
     from .calibration.twin import Twin
     from .io import check_writable, write_netcdf
 
     check_writable(out)
     twin = Twin.load(twin_dir)
     tl = _read_record(record)
-    ds = twin.forecast(tl, horizons, every, variant)
+    ds = twin.forecast(tl, horizons, every, variant, ignore=list(ignore))
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['origin']} origins x horizons {', '.join(map(str, horizons))} min, "
-               f"variant {variant})")
+               f"variant {variant}, kinds {', '.join(twin.kinds)})")
     if "warning" in ds.attrs:
         click.echo(f"warning: {ds.attrs['warning']}", err=True)
         sys.exit(EXIT_PARTIAL)
@@ -322,28 +376,27 @@ def forecast(twin_dir, record, horizons, every, variant, out) -> None:
 @click.option("--warmup", type=int, default=120, show_default=True,
               help="Minutes at the start of RECORD with no scored origin (the state filter settles).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-def evaluate(twin_dir, record, horizons, every, warmup, out) -> None:
-    """Score a twin's forecasts on RECORD beside persistence, linear AR, population and mechanistic baselines."""
+def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
+    """Score a twin's forecasts on RECORD, kind by kind, beside persistence, linear AR, population and
+    mechanistic baselines. Exits 1 when there is nothing to score."""
     from .calibration.evaluate import evaluate as run
     from .calibration.twin import Twin
-    from .io import check_writable
+    from .io import atomic_write_text, check_writable
 
     if out:
         check_writable(out)
     twin = Twin.load(twin_dir)
     tl = _read_record(record)
-    ev = run(twin, tl, horizons, every, warmup)
+    ev = run(twin, tl, horizons, every, warmup, ignore=list(ignore))
     click.echo(f"record {Path(record).name}: forecasts from {ev.origins} origins (every {every} min after "
                f"{warmup} min); n = those with a reading at origin + horizon")
     click.echo(ev.markdown(), nl=False)
-    m = ev.record_metrics
-    click.echo(f"record CGM: mean {m['mean']:.0f} mg/dL, CV {m['cv']:.0f} %, GMI {m['gmi']:.1f} %, "
-               f"TIR {m['tir']:.0f} %, TBR<70 {m['tbr70']:.1f} %, TBR<54 {m['tbr54']:.1f} %, "
-               f"TAR>180 {m['tar180']:.0f} %, TAR>250 {m['tar250']:.0f} %, LBGI {m['lbgi']:.1f}, HBGI {m['hbgi']:.1f}")
+    for note in ev.notes:
+        click.echo(f"note: {note}")
+    for kind, line in ev.descriptions.items():
+        click.echo(f"record {kind}: {line}")
     if out:
-        tmp = Path(out).with_name(Path(out).name + ".part")
-        ev.table.to_csv(tmp, index=False)
-        tmp.replace(out)
+        atomic_write_text(out, ev.table.to_csv(index=False))
         click.echo(f"wrote {out}")
 
 

@@ -26,13 +26,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .contract import Organ, Output
+from .errors import WiringError
 from .units import UnitError, conversion, parse_unit
 
 __all__ = ["WiringError", "Model", "compose", "Connection"]
-
-
-class WiringError(ValueError):
-    """A composition that cannot be built; the message names organs and ports."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +254,6 @@ def _check_unique(organs: Sequence[Organ]) -> None:
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise WiringError(f"organ {o.name!r} declares {group} {sorted(dup)} twice")
-        for group in ("states", "params", "inputs", "outputs", "ports"):
             for d in getattr(o, group):
                 try:
                     parse_unit(d.unit)
@@ -312,48 +308,70 @@ def _topological(deps: Mapping[str, Sequence[str]], order: Sequence[str]) -> lis
     return done
 
 
-def compose(
-    organs: Sequence[Organ | str],
-    *,
-    connections: Mapping[str, str] | None = None,
-    signal_units: Mapping[str, str] | None = None,
-) -> Model:
-    """Build one `Model` from organs.
+@dataclass(frozen=True)
+class _Resolved:
+    """An input resolved by name, before output positions are known."""
 
-    Arguments:
-        organs: organ instances or registered organ names (see `physiotwin.organs`).
-        connections: overrides ``{"organ.input": "organ.output" | "timeline.signal"}``
-            for inputs whose declared ``source`` should be replaced.
-        signal_units: units of the timeline signals available (name without the
-            ``timeline.`` prefix -> unit); defaults to the built-in signals
-            (`physiotwin.signals.SIGNAL_UNITS`).
+    kind: str  # "output", "timeline" or "default"
+    source: str | None
+    scale: float = 1.0
+    offset: float = 0.0
 
-    Raises:
-        WiringError: naming the organs and ports involved, for duplicate organs,
-            unknown connection targets, unit mismatches, a port owned twice or an
-            algebraic cycle.
-    """
-    from .registry import get_organ  # local: registry imports plugins lazily
-    from .signals import SIGNAL_UNITS
 
-    organs = tuple(get_organ(o)() if isinstance(o, str) else o for o in organs)
-    if not organs:
-        raise WiringError("a composition needs at least one organ")
-    _check_unique(organs)
-    connections = dict(connections or {})
-    signal_units = dict(SIGNAL_UNITS if signal_units is None else signal_units)
-    by_name = {o.name: o for o in organs}
+def _source_of_absent_organ(target: str, source: str, installed: Mapping[str, type[Organ]]) -> None:
+    """An input reads an organ that is not composed: fine (its default applies) when that
+    organ is installed and has the output; a wiring error when the name is misspelled."""
+    organ_name, _, var = source.partition(".")
+    if organ_name not in installed:
+        raise WiringError(f"input {target!r} reads {source!r}, but no installed organ is called {organ_name!r} "
+                          f"(installed: {', '.join(installed) or 'none'}; timeline signals are 'timeline.<name>')")
+    if var not in {d.name for d in installed[organ_name].outputs}:
+        raise WiringError(f"input {target!r} reads {source!r}, but organ {organ_name!r} has no output {var!r}; "
+                          f"its outputs: {', '.join(d.name for d in installed[organ_name].outputs) or 'none'}")
 
-    for target in connections:
-        organ_name, _, inp = target.partition(".")
-        if organ_name not in by_name or inp not in {i.name for i in by_name[organ_name].inputs}:
-            raise WiringError(f"connection target {target!r} is not an input of an organ in the composition")
 
-    # outputs, in declaration order for now; evaluation order computed below
-    decl_outputs: list[tuple[int, Output]] = [(i, out) for i, o in enumerate(organs) for out in o.outputs]
-    q_out = [_qualify(organs[i], out.name) for i, out in decl_outputs]
+def _resolve_input(target: str, inp, source: str | None, by_name: Mapping[str, Organ],
+                   signal_units: Mapping[str, str], explicit: bool) -> _Resolved:
+    from .registry import organ_classes
 
-    # ports: exactly one owner per pool
+    if not source:
+        return _Resolved("default", None)
+    if source.startswith("timeline."):
+        sig = source.split(".", 1)[1]
+        if sig not in signal_units:
+            raise WiringError(f"input {target!r} reads timeline signal {sig!r}, which no timeline kind provides; "
+                              f"known signals: {', '.join(sorted(signal_units))}")
+        return _Resolved("timeline", source, *_convert(signal_units[sig], inp.unit, f"between {source} and {target}"))
+    src_organ, _, src_var = source.partition(".")
+    if src_organ not in by_name:
+        if explicit:
+            raise WiringError(f"connection {target!r} <- {source!r}: organ {src_organ!r} is not in the composition")
+        _source_of_absent_organ(target, source, {**organ_classes(), **{o.name: type(o) for o in by_name.values()}})
+        return _Resolved("default", None)
+    decl = {d.name: d for d in by_name[src_organ].outputs}.get(src_var)
+    if decl is None:
+        raise WiringError(f"input {target!r} reads {source!r}, but organ {src_organ!r} has no output {src_var!r}; "
+                          f"its outputs: {', '.join(d.name for d in by_name[src_organ].outputs) or 'none'}")
+    return _Resolved("output", source, *_convert(decl.unit, inp.unit, f"between {source} and {target}"))
+
+
+def _resolve_inputs(organs, connections, signal_units, by_name) -> tuple[list[list[_Resolved]], list[str]]:
+    resolved, used_signals = [], []
+    for o in organs:
+        row = []
+        for inp in o.inputs:
+            target = _qualify(o, inp.name)
+            r = _resolve_input(target, inp, connections.get(target, inp.source), by_name, signal_units,
+                               target in connections)
+            if r.kind == "timeline" and r.source.split(".", 1)[1] not in used_signals:
+                used_signals.append(r.source.split(".", 1)[1])
+            row.append(r)
+        resolved.append(row)
+    return resolved, used_signals
+
+
+def _pool_owners(organs: Sequence[Organ]) -> dict[str, int]:
+    """``{"organ.port": organ index}``; refuses two owners of one physical pool."""
     owners: dict[str, int] = {}
     pools: dict[str, str] = {}
     for i, o in enumerate(organs):
@@ -364,67 +382,33 @@ def compose(
                     raise WiringError(f"pool {port.pool!r} is owned by two organs: port {pools[port.pool]!r} "
                                       f"and port {_qualify(o, port.name)!r}; compose only one of them")
                 pools[port.pool] = _qualify(o, port.name)
-    contributions: dict[str, list[tuple[str, Output, Organ]]] = {}
+    return owners
+
+
+def _port_contributions(organs, decl_outputs, q_out, owners, by_name) -> dict[str, list[tuple[str, float, float]]]:
+    """``{"organ.port": [(contributing output, scale, offset)]}`` for every port that receives flux."""
+    contributions: dict[str, list[tuple[str, Output]]] = {}
     for (i, out), q in zip(decl_outputs, q_out):
         if out.flux_to:
-            contributions.setdefault(out.flux_to, []).append((q, out, organs[i]))
-
-    # resolve inputs (by name, with units)
-    resolved: list[list[tuple[str, str | None, float, float]]] = []  # (kind, source, scale, offset)
-    used_signals: list[str] = []
-    for o in organs:
-        row = []
-        for inp in o.inputs:
-            target = _qualify(o, inp.name)
-            source = connections.get(target, inp.source)
-            kind, scale, offset = "default", 1.0, 0.0
-            if source and source.startswith("timeline."):
-                sig = source.split(".", 1)[1]
-                if sig not in signal_units:
-                    raise WiringError(
-                        f"input {target!r} reads timeline signal {sig!r}, which no timeline kind provides; "
-                        f"known signals: {', '.join(sorted(signal_units))}"
-                    )
-                scale, offset = _convert(signal_units[sig], inp.unit, f"between {source} and {target}")
-                kind = "timeline"
-                if sig not in used_signals:
-                    used_signals.append(sig)
-            elif source:
-                src_organ, _, src_var = source.partition(".")
-                if src_organ in by_name:
-                    decl = {d.name: d for d in by_name[src_organ].outputs}.get(src_var)
-                    if decl is None:
-                        raise WiringError(
-                            f"input {target!r} reads {source!r}, but organ {src_organ!r} has no output {src_var!r}; "
-                            f"its outputs: {', '.join(d.name for d in by_name[src_organ].outputs) or 'none'}"
-                        )
-                    scale, offset = _convert(decl.unit, inp.unit, f"between {source} and {target}")
-                    kind = "output"
-                elif source in connections.values() or target in connections:
-                    raise WiringError(f"connection {target!r} <- {source!r}: organ {src_organ!r} is not in the composition")
-            row.append((kind, source if kind != "default" else None, scale, offset))
-        resolved.append(row)
-
-    port_contrib_units: dict[str, list[tuple[str, float, float]]] = {}
+            contributions.setdefault(out.flux_to, []).append((q, out))
+    result = {}
     for port_q, items in contributions.items():
         if port_q not in owners:
-            # a flux into an organ that is not composed goes nowhere; that is allowed
-            # (each organ runs alone), but a port name that no organ of the same name
-            # declares is a typo worth refusing
+            # a flux into an organ that is not composed goes nowhere (each organ runs alone),
+            # but a port name that the composed organ of that name does not declare is a typo
             owner_name = port_q.split(".", 1)[0]
             if owner_name in by_name:
-                raise WiringError(
-                    f"output(s) {', '.join(q for q, _, _ in items)} push into {port_q!r}, "
-                    f"but organ {owner_name!r} has no flux port of that name"
-                )
+                raise WiringError(f"output(s) {', '.join(q for q, _ in items)} push into {port_q!r}, "
+                                  f"but organ {owner_name!r} has no flux port of that name")
             continue
-        owner = organs[owners[port_q]]
-        port = {p.name: p for p in owner.ports}[port_q.split(".", 1)[1]]
-        port_contrib_units[port_q] = [
-            (q, *_convert(out.unit, port.unit, f"between flux {q} and port {port_q}")) for q, out, _ in items
-        ]
+        port = {p.name: p for p in organs[owners[port_q]].ports}[port_q.split(".", 1)[1]]
+        result[port_q] = [(q, *_convert(out.unit, port.unit, f"between flux {q} and port {port_q}"))
+                          for q, out in items]
+    return result
 
-    # algebraic dependency graph over outputs (qualified names)
+
+def _output_order(organs, decl_outputs, q_out, resolved, port_contrib) -> list[str]:
+    """Outputs in an order where every algebraic dependency comes first; refuses cycles."""
     deps: dict[str, list[str]] = {}
     for (i, out), q in zip(decl_outputs, q_out):
         o = organs[i]
@@ -433,11 +417,11 @@ def compose(
         d: list[str] = []
         for name in out.depends_on:
             if name in inputs_by_name:
-                kind, source, _, _ = resolved[i][inputs_by_name[name]]
-                if kind == "output":
-                    d.append(source)
+                r = resolved[i][inputs_by_name[name]]
+                if r.kind == "output":
+                    d.append(r.source)
             elif name in port_names:
-                d.extend(src for src, _, _ in port_contrib_units.get(_qualify(o, name), []))
+                d.extend(src for src, _, _ in port_contrib.get(_qualify(o, name), []))
             else:
                 raise WiringError(f"output {q!r} depends on {name!r}, which is not an input or port of {o.name!r}")
         deps[q] = d
@@ -445,11 +429,11 @@ def compose(
     if cycle:
         raise WiringError("algebraic cycle between outputs: " + " -> ".join(cycle)
                           + " (break it with a state, i.e. a lag, in one of these organs)")
-    order = _topological(deps, q_out)
-    out_pos = {q: k for k, q in enumerate(order)}
+    return _topological(deps, q_out)
 
-    # evaluation plan: consecutive outputs of one organ share one rhs call
-    organ_of = {q: i for (i, _), q in zip(decl_outputs, q_out)}
+
+def _plan(order, organ_of) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """Evaluation plan: consecutive outputs of one organ share one rhs call."""
     plan: list[tuple[int, list[str]]] = []
     for q in order:
         i = organ_of[q]
@@ -457,41 +441,91 @@ def compose(
             plan[-1][1].append(q.split(".", 1)[1])
         else:
             plan.append((i, [q.split(".", 1)[1]]))
+    return tuple((i, tuple(n)) for i, n in plan)
 
-    inputs = tuple(
-        tuple(
-            Connection(kind, source, out_pos[source] if kind == "output" else
-                       (used_signals.index(source.split(".", 1)[1]) if kind == "timeline" else -1), scale, offset)
-            for kind, source, scale, offset in row
-        )
-        for row in resolved
-    )
-    ports = tuple(
-        tuple(tuple((out_pos[q], s, off) for q, s, off in port_contrib_units.get(_qualify(o, p.name), ()))
-              for p in o.ports)
-        for o in organs
-    )
 
-    reset_columns = []
+def _reset_columns(organs, inputs) -> tuple[tuple[int, ...], ...]:
+    out = []
     for i, o in enumerate(organs):
+        names = [inp.name for inp in o.inputs]
         cols = []
         for name in o.resets:
-            k = [inp.name for inp in o.inputs].index(name) if name in [inp.name for inp in o.inputs] else None
-            if k is None:
+            if name not in names:
                 raise WiringError(f"organ {o.name!r} resets on {name!r}, which is not one of its inputs")
-            c = inputs[i][k]
+            c = inputs[i][names.index(name)]
             if c.kind == "timeline":
                 cols.append(c.index)
-        reset_columns.append(tuple(cols))
+        out.append(tuple(cols))
+    return tuple(out)
 
-    def slices(group: str) -> tuple[tuple[int, int], ...]:
-        res, start = [], 0
-        for o in organs:
-            n = len(getattr(o, group))
-            res.append((start, start + n))
-            start += n
-        return tuple(res)
 
+def _slices(organs, group: str) -> tuple[tuple[int, int], ...]:
+    res, start = [], 0
+    for o in organs:
+        n = len(getattr(o, group))
+        res.append((start, start + n))
+        start += n
+    return tuple(res)
+
+
+def _instantiate(organs) -> tuple[Organ, ...]:
+    from .registry import get_organ
+
+    organs = tuple(get_organ(o)() if isinstance(o, str) else o for o in organs)
+    if not organs:
+        raise WiringError("a composition needs at least one organ")
+    _check_unique(organs)
+    return organs
+
+
+def compose(
+    organs: Sequence[Organ | str],
+    *,
+    connections: Mapping[str, str] | None = None,
+    signal_units: Mapping[str, str] | None = None,
+) -> Model:
+    """Build one `Model` from organs.
+
+    Arguments:
+        organs: organ instances or registered organ names (see `physiotwin.list_organs`).
+        connections: overrides ``{"organ.input": "organ.output" | "timeline.signal"}``
+            for inputs whose declared ``source`` should be replaced.
+        signal_units: units of the timeline signals available (name without the
+            ``timeline.`` prefix -> unit); default: every signal of the installed plugins.
+
+    Raises:
+        WiringError: naming the organs and ports involved, for duplicate organs,
+            unknown connection targets, sources that name no installed organ or output,
+            unit mismatches, a port owned twice or an algebraic cycle.
+    """
+    from .registry import timeline_signals
+
+    organs = _instantiate(organs)
+    connections = dict(connections or {})
+    signal_units = {n: s.unit for n, s in timeline_signals().items()} if signal_units is None else dict(signal_units)
+    by_name = {o.name: o for o in organs}
+    for target in connections:
+        organ_name, _, inp = target.partition(".")
+        if organ_name not in by_name or inp not in {i.name for i in by_name[organ_name].inputs}:
+            raise WiringError(f"connection target {target!r} is not an input of an organ in the composition")
+
+    decl_outputs = [(i, out) for i, o in enumerate(organs) for out in o.outputs]
+    q_out = [_qualify(organs[i], out.name) for i, out in decl_outputs]
+    owners = _pool_owners(organs)
+    resolved, used_signals = _resolve_inputs(organs, connections, signal_units, by_name)
+    port_contrib = _port_contributions(organs, decl_outputs, q_out, owners, by_name)
+    order = _output_order(organs, decl_outputs, q_out, resolved, port_contrib)
+    out_pos = {q: k for k, q in enumerate(order)}
+
+    def position(r: _Resolved) -> int:
+        if r.kind == "output":
+            return out_pos[r.source]
+        return used_signals.index(r.source.split(".", 1)[1]) if r.kind == "timeline" else -1
+
+    inputs = tuple(tuple(Connection(r.kind, r.source, position(r), r.scale, r.offset) for r in row)
+                   for row in resolved)
+    ports = tuple(tuple(tuple((out_pos[q], sc, off) for q, sc, off in port_contrib.get(_qualify(o, p.name), ()))
+                        for p in o.ports) for o in organs)
     return Model(
         organs=organs,
         state_names=tuple(_qualify(o, s.name) for o in organs for s in o.states),
@@ -499,10 +533,10 @@ def compose(
         output_names=tuple(order),
         signal_names=tuple(f"timeline.{s}" for s in used_signals),
         signal_units=tuple(signal_units[s] for s in used_signals),
-        _state_slices=slices("states"),
-        _param_slices=slices("params"),
+        _state_slices=_slices(organs, "states"),
+        _param_slices=_slices(organs, "params"),
         _inputs=inputs,
         _ports=ports,
-        _plan=tuple((i, tuple(n)) for i, n in plan),
-        reset_columns=tuple(reset_columns),
+        _plan=_plan(order, {q: i for (i, _), q in zip(decl_outputs, q_out)}),
+        reset_columns=_reset_columns(organs, inputs),
     )

@@ -10,15 +10,14 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["OutputError", "check_writable", "write_netcdf", "plot_glucose"]
+from .errors import OutputError
 
-
-class OutputError(OSError):
-    """An output path that cannot be written."""
+__all__ = ["OutputError", "check_writable", "write_netcdf", "plot_timeseries", "atomic_write_text"]
 
 
 def check_writable(path: str | Path, what: str = "output") -> Path:
@@ -52,6 +51,14 @@ def _atomic(path: Path, suffix: str):
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a complete file or none)."""
+    path = check_writable(path)
+    with _atomic(path, ".part") as tmp:
+        Path(tmp).write_text(text)
+    return path
+
+
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to NetCDF-4 atomically."""
     path = check_writable(path)
@@ -61,8 +68,11 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
-def plot_glucose(ds: xr.Dataset, path: str | Path, title: str | None = None) -> Path:
-    """Plot glucose (and plasma insulin, when present) of every patient to a PNG."""
+def plot_timeseries(ds: xr.Dataset, path: str | Path, panels: Sequence[tuple[str, tuple[float, float] | None]] = (),
+                    title: str | None = None) -> Path:
+    """Plot variables of every patient against time to a PNG, one panel per ``(variable,
+    band)`` (``band``: a reference range shaded on the panel, or None); without panels,
+    the first three time series of the dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,17 +80,16 @@ def plot_glucose(ds: xr.Dataset, path: str | Path, title: str | None = None) -> 
 
     path = check_writable(path, "plot")
     hours = ds["time"].values / 60.0
-    panels = [v for v in ("glucose.plasma_glucose", "glucose.subcutaneous_glucose", "glucose.plasma_insulin") if v in ds]
-    if not panels:
-        panels = [v for v in ds.data_vars if "time" in ds[v].dims][:3]
+    panels = [(v, band) for v, band in panels if v in ds] or [
+        (v, None) for v in ds.data_vars if ds[v].dims and ds[v].dims[-1] == "time"][:3]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), sharex=True, squeeze=False)
     patients = list(np.atleast_1d(ds["patient"].values))
-    for ax, name in zip(axes[:, 0], panels):
+    for ax, (name, band) in zip(axes[:, 0], panels):
         values = np.atleast_2d(ds[name].values)
         for label, row in zip(patients, values):
             ax.plot(hours, row, lw=1.2, label=str(label))
-        if name.endswith("glucose"):
-            ax.axhspan(70, 180, color="tab:green", alpha=0.08, lw=0)
+        if band is not None:
+            ax.axhspan(band[0], band[1], color="tab:green", alpha=0.08, lw=0)
         ax.set_ylabel(f"{ds[name].attrs.get('long_name', name).split(',')[0]}\n[{ds[name].attrs.get('units', '')}]",
                       fontsize=8)
         ax.grid(alpha=0.3)

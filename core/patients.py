@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -21,18 +20,9 @@ import numpy as np
 import pandas as pd
 
 from .composer import Model
+from .errors import PatientError
 
 __all__ = ["PatientError", "bundled_patients", "patient_table", "resolve_patients"]
-
-# bundled tables, in listing order: (package, file)
-_BUNDLED = (
-    ("physiotwin.organs", "data/uva_padova_patients.csv"),
-    ("physiotwin.organs", "data/dalla_man_2007_normal.csv"),
-)
-
-
-class PatientError(ValueError):
-    """A patient name or table that cannot be used; the message names it."""
 
 
 def _read_commented_csv(text: str, source: str) -> pd.DataFrame:
@@ -51,12 +41,16 @@ def _read_commented_csv(text: str, source: str) -> pd.DataFrame:
 @functools.lru_cache(maxsize=1)
 def bundled_patients() -> pd.DataFrame:
     """All bundled virtual patients, one row each (index: patient name)."""
+    from .registry import patient_tables
+
     frames = []
-    for package, name in _BUNDLED:
-        text = resources.files(package).joinpath(name).read_text()
-        frame = _read_commented_csv(text, name)
-        frame["source"] = name
+    for table in patient_tables().values():
+        text = resources.files(table.package).joinpath(table.resource).read_text()
+        frame = _read_commented_csv(text, table.resource)
+        frame["source"] = table.resource
         frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["source"], index=pd.Index([], name="patient"))
     table = pd.concat(frames, ignore_index=True)
     numeric = [c for c in table.columns if c not in ("patient", "source")]
     table[numeric] = table[numeric].replace("", np.nan).astype(float)
@@ -106,41 +100,52 @@ def _column_map(model: Model, columns: Sequence[str], source: str) -> dict[str, 
         if col == "source":
             continue
         if col in model.param_names:
-            mapping[col] = col
+            target = col
         elif col in by_bare:
             if len(by_bare[col]) > 1:
                 raise PatientError(f"{source}: column {col!r} is ambiguous in this composition; "
                                    f"use one of {', '.join(by_bare[col])}")
-            mapping[col] = by_bare[col][0]
+            target = by_bare[col][0]
         elif col not in known_anywhere:
-            raise PatientError(f"{source}: column {col!r} is not a parameter of any installed organ")
+            raise PatientError(f"{source}: column {col!r} is not a parameter of any installed organ "
+                               f"(columns are 'organ.param', or a bare name that one organ of the composition has)")
+        else:
+            continue
+        if target in mapping.values():
+            other = next(c for c, t in mapping.items() if t == target)
+            raise PatientError(f"{source}: columns {other!r} and {col!r} both set {target}")
+        mapping[col] = target
     return mapping
+
+
+def _column_values(table: pd.DataFrame, col: str, default: float, source: str) -> np.ndarray:
+    """One column as floats (empty cells and NaN: ``default``), read as a whole."""
+    raw = table[col]
+    values = pd.to_numeric(raw.where(~raw.astype(str).str.strip().eq(""), np.nan), errors="coerce").to_numpy(float)
+    bad = np.isnan(values) & ~raw.isna().to_numpy() & ~raw.astype(str).str.strip().str.lower().isin(["", "nan"])
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise PatientError(f"{source}: patient {table.index[k]!r}, column {col!r}: not a number: {raw.iloc[k]!r}")
+    return np.where(np.isnan(values), default, values)
 
 
 def _params_array(model: Model, table: pd.DataFrame, source: str) -> np.ndarray:
     nominal = model.nominal_params()
     mapping = _column_map(model, list(table.columns), source)
+    column_of = {target: c for c, target in mapping.items()}
     theta = np.empty((len(table), len(model.param_names)))
     for j, q in enumerate(model.param_names):
-        cols = [c for c, target in mapping.items() if target == q]
         decl = model.declaration(q)
-        for i, patient in enumerate(table.index):
-            raw = table.iloc[i][cols[0]] if cols else ""
-            if isinstance(raw, str) and raw.strip() == "":
-                value = nominal[q]
-            else:
-                try:
-                    value = float(raw)
-                except (TypeError, ValueError):
-                    raise PatientError(f"{source}: patient {patient!r}, column {cols[0]!r}: not a number: {raw!r}") from None
-                if math.isnan(value):
-                    value = nominal[q]
-            where = f"{source}: patient {patient!r}, column {cols[0]!r}" if cols else f"organ default {q}"
-            if not math.isfinite(value):
-                raise PatientError(f"{where}: value must be finite, got {value}")
-            if not decl.lower <= value <= decl.upper:
-                raise PatientError(f"{where}: {value:g} {decl.unit} is outside [{decl.lower:g}, {decl.upper:g}]")
-            theta[i, j] = value
+        col = column_of.get(q)
+        values = np.full(len(table), nominal[q]) if col is None else _column_values(table, col, nominal[q], source)
+        bad = ~np.isfinite(values) | (values < decl.lower) | (values > decl.upper)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            where = f"{source}: patient {table.index[k]!r}, column {col!r}" if col else f"organ default {q}"
+            if not np.isfinite(values[k]):
+                raise PatientError(f"{where}: value must be finite, got {values[k]}")
+            raise PatientError(f"{where}: {values[k]:g} {decl.unit} is outside [{decl.lower:g}, {decl.upper:g}]")
+        theta[:, j] = values
     return theta
 
 

@@ -1,114 +1,153 @@
-"""Plugin discovery: every organ and timeline kind comes through pluggy.
+"""What the installed plugins provide, collected through pluggy and checked once.
 
-Plugins are modules named in the ``physiotwin`` entry-point group of installed
-distributions; the built-in organs are registered there too (see pyproject.toml),
-so a third-party organ is discovered exactly like ``glucose``.
+Each ``register_*`` hook is called through ``plugin_manager().hook`` with a
+``register`` callback; the callback checks every registered thing (its type, its
+name, its units) and refuses a name taken twice, naming both plugins. Results are
+cached for the process.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-
-import pluggy
+import sys
+from typing import Callable
 
 from .contract import Organ
+from .correction import InputCorrection
+from .errors import PluginError, WiringError
+from .extensions import Demo, ForecastMetric, PatientTable, SeriesMetric, ValidationStudy
+from .hooks import plugin_manager, plugin_of_module
+from .kinds import Signal, TimelineKind
+from .observation import ObservationModel
 
-__all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds", "observation_models"]
-
-
-class PluginError(RuntimeError):
-    """A plugin that registers something invalid or already taken."""
-
-
-@functools.lru_cache(maxsize=1)
-def plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with all installed plugins loaded."""
-    from physiotwin import plugins as hookspecs
-
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-    return pm
+__all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds", "timeline_signals",
+           "observation_models", "corrections", "forecast_metrics", "series_metrics", "patient_tables", "demos",
+           "validation_studies"]
 
 
-def _plugin_name(pm: pluggy.PluginManager, impl) -> str:
-    return pm.get_name(impl.plugin) or repr(impl.plugin)
-
-
-def _collect(hook_name: str, check) -> dict:
-    pm = plugin_manager()
+def _collect(hook_name: str, check: Callable[[object, str], str]) -> dict:
+    """Call one hook through the plugin manager; ``{name: thing}`` of what was registered."""
     found: dict = {}
     origin: dict = {}
-    hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
-        plugin = _plugin_name(pm, impl)
 
-        def register(thing, _plugin=plugin):
-            name = check(thing, _plugin)
-            if name in found and found[name] is not thing:
-                raise PluginError(
-                    f"plugin {_plugin!r} registers {name!r}, already registered by plugin {origin[name]!r}"
-                )
-            found[name] = thing
-            origin[name] = _plugin
+    def register(thing):
+        plugin = plugin_of_module(sys._getframe(1).f_globals.get("__name__"))
+        name = check(thing, plugin)
+        if name in found and found[name] is not thing:
+            raise PluginError(f"plugin {plugin!r} registers {name!r}, already registered by plugin {origin[name]!r}")
+        found[name] = thing
+        origin[name] = plugin
 
-        impl.function(register=register)
+    getattr(plugin_manager().hook, hook_name)(register=register)
     return found
 
 
-def _check_organ(cls, plugin: str) -> str:
-    if not (inspect.isclass(cls) and issubclass(cls, Organ)):
-        raise PluginError(f"plugin {plugin!r} registered {cls!r}, which is not a physiotwin.Organ subclass")
-    if inspect.isabstract(cls):
-        raise PluginError(f"plugin {plugin!r}: organ {cls.__name__} does not implement {sorted(cls.__abstractmethods__)}")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name.isidentifier():
-        raise PluginError(f"plugin {plugin!r}: organ {cls.__name__} needs a `name` that is a Python identifier")
-    return name
+def _named_class(base: type, what: str):
+    def check(cls, plugin: str) -> str:
+        if not (inspect.isclass(cls) and issubclass(cls, base)):
+            raise PluginError(f"plugin {plugin!r} registered {cls!r}, which is not a {base.__name__} subclass")
+        if inspect.isabstract(cls):
+            raise PluginError(f"plugin {plugin!r}: {what} {cls.__name__} does not implement "
+                              f"{sorted(cls.__abstractmethods__)}")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise PluginError(f"plugin {plugin!r}: {what} {cls.__name__} needs a `name` that is a Python identifier")
+        return name
+    return check
 
 
-def _check_kind(kind, plugin: str) -> str:
-    from .timeline import TimelineKind
-
-    if not isinstance(kind, TimelineKind):
-        raise PluginError(f"plugin {plugin!r} registered {kind!r}, which is not a physiotwin.TimelineKind")
-    return kind.name
+def _named_instance(base: type, what: str):
+    def check(thing, plugin: str) -> str:
+        if not isinstance(thing, base):
+            raise PluginError(f"plugin {plugin!r} registered {thing!r}, which is not a {base.__name__}")
+        try:
+            getattr(thing, "check", lambda: None)()
+        except ValueError as err:
+            raise PluginError(f"plugin {plugin!r}: {what}: {err}") from None
+        return thing.name
+    return check
 
 
 @functools.lru_cache(maxsize=1)
 def organ_classes() -> dict[str, type[Organ]]:
     """``{name: Organ subclass}`` for every organ the installed plugins provide."""
-    return dict(sorted(_collect("register_organs", _check_organ).items()))
-
-
-@functools.lru_cache(maxsize=1)
-def timeline_kinds() -> dict:
-    """``{name: TimelineKind}`` for every timeline kind the installed plugins provide."""
-    return dict(sorted(_collect("register_timeline_kinds", _check_kind).items()))
+    return dict(sorted(_collect("register_organs", _named_class(Organ, "organ")).items()))
 
 
 def get_organ(name: str) -> type[Organ]:
     organs = organ_classes()
     if name not in organs:
-        from .composer import WiringError
-
         raise WiringError(f"unknown organ {name!r}; installed organs: {', '.join(organs) or 'none'}")
     return organs[name]
 
 
-def _check_observation(cls, plugin: str) -> str:
-    from .calibration.observation import ObservationModel
-
-    if not (inspect.isclass(cls) and issubclass(cls, ObservationModel)):
-        raise PluginError(f"plugin {plugin!r} registered {cls!r}, which is not an ObservationModel subclass")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name.isidentifier():
-        raise PluginError(f"plugin {plugin!r}: observation model {cls.__name__} needs a `name` identifier")
-    return name
+@functools.lru_cache(maxsize=1)
+def timeline_kinds() -> dict[str, TimelineKind]:
+    """``{name: TimelineKind}`` for every timeline kind the installed plugins provide."""
+    return dict(sorted(_collect("register_timeline_kinds", _named_instance(TimelineKind, "timeline kind")).items()))
 
 
 @functools.lru_cache(maxsize=1)
-def observation_models() -> dict:
+def timeline_signals() -> dict[str, Signal]:
+    """``{name: Signal}``: every signal the registered timeline kinds compile to."""
+    out: dict[str, Signal] = {}
+    for kind in timeline_kinds().values():
+        for s in kind.signals:
+            if s.name in out and out[s.name] != s:
+                raise PluginError(f"timeline kind {kind.name!r} defines signal {s.name!r} differently from "
+                                  f"another kind (list the same Signal object in both)")
+            out[s.name] = s
+    return dict(sorted(out.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def observation_models() -> dict[str, type[ObservationModel]]:
     """``{name: ObservationModel subclass}`` from the installed plugins."""
-    return dict(sorted(_collect("register_observation_models", _check_observation).items()))
+    found = _collect("register_observation_models", _named_class(ObservationModel, "observation model"))
+    kinds = timeline_kinds()
+    for name, cls in found.items():
+        if cls.kind not in kinds or not kinds[cls.kind].fitted:
+            raise PluginError(f"observation model {name!r} explains kind {cls.kind!r}, which is not a registered "
+                              f"observation kind")
+    return dict(sorted(found.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def corrections() -> dict[str, type[InputCorrection]]:
+    """``{name: InputCorrection subclass}``: unknowns about logged inputs a calibration may fit."""
+    return dict(sorted(_collect("register_corrections", _named_class(InputCorrection, "correction")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def _metrics() -> dict:
+    def check(thing, plugin):
+        if not isinstance(thing, (ForecastMetric, SeriesMetric)):
+            raise PluginError(f"plugin {plugin!r} registered {thing!r}, which is not a ForecastMetric or SeriesMetric")
+        return f"{type(thing).__name__}:{thing.name}"
+    return _collect("register_metrics", check)
+
+
+def forecast_metrics(kind: str) -> list[ForecastMetric]:
+    """Forecast metrics that apply to observation kind ``kind``, in registration order."""
+    return [m for m in _metrics().values() if isinstance(m, ForecastMetric) and kind in m.kinds]
+
+
+def series_metrics(kind: str) -> list[SeriesMetric]:
+    """Summaries of a series of readings of kind ``kind``, in registration order."""
+    return [m for m in _metrics().values() if isinstance(m, SeriesMetric) and kind in m.kinds]
+
+
+@functools.lru_cache(maxsize=1)
+def patient_tables() -> dict[str, PatientTable]:
+    return dict(sorted(_collect("register_patient_tables", _named_instance(PatientTable, "patient table")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def demos() -> dict[str, Demo]:
+    return dict(sorted(_collect("register_demos", _named_instance(Demo, "demo")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def validation_studies() -> dict[str, ValidationStudy]:
+    return _collect("register_validation_studies", _named_instance(ValidationStudy, "validation study"))

@@ -81,7 +81,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from physiotwin.units import UnitError, conversion, parse_unit
+from .errors import TimelineError
+from .kinds import DURATION_RULES, TimelineKind
+from .units import UnitError, conversion, parse_unit
 
 __all__ = [
     "TimelineKind",
@@ -98,73 +100,16 @@ COLUMNS = ("time", "kind", "value", "unit", "duration")
 _REQUIRED = COLUMNS[:4]
 _COLUMNS_HINT = "columns are time,kind,value,unit[,duration]"
 _START_COMMENT = re.compile(r"#\s*start\s*[:=]\s*(.*?)\s*")
-_DURATION_RULES = ("optional", "forbidden", "required")
 _ABSENT = object()  # a TOML key that is not there
 
 
-# --------------------------------------------------------------------------- kinds
+def _default_kinds() -> Mapping[str, TimelineKind]:
+    from physiotwin.registry import timeline_kinds
 
-
-@dataclass(frozen=True)
-class TimelineKind:
-    """What one kind of event means and which values it accepts.
-
-    * `unit`: the canonical unit every value is converted to.
-    * `minimum`, `maximum`: allowed range, in the canonical unit.
-    * `duration`: ``"optional"``, ``"forbidden"`` or ``"required"`` (whether the
-      `duration` column may, may not, or must be filled for this kind).
-    * `unit_context`: pint context used for conversion (``"glucose"`` lets
-      `mmol/L` convert to `mg/dL`).
-    * `observation`: `True` for measured things (``cgm``), `False` for inputs.
-    """
-
-    name: str
-    unit: str
-    description: str
-    minimum: float = 0.0
-    maximum: float = math.inf
-    duration: str = "optional"
-    unit_context: str | None = None
-    observation: bool = False
-
-    def __post_init__(self):
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError(f"timeline kind needs a non-empty name, got {self.name!r}")
-        if self.duration not in _DURATION_RULES:
-            raise ValueError(
-                f"timeline kind {self.name!r}: duration must be 'optional', 'forbidden' or 'required', "
-                f"got {self.duration!r}"
-            )
-        if not self.minimum <= self.maximum:
-            raise ValueError(
-                f"timeline kind {self.name!r}: minimum {self.minimum} exceeds maximum {self.maximum}"
-            )
-        try:
-            parse_unit(self.unit)
-        except UnitError:
-            raise ValueError(f"timeline kind {self.name!r}: unknown unit {self.unit!r}") from None
-
-
-def _builtin_kinds() -> Mapping[str, TimelineKind]:
-    from physiotwin.plugins.kinds import BUILTIN_KINDS  # late: that module imports this one
-
-    return BUILTIN_KINDS
+    return timeline_kinds()
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class TimelineError(ValueError):
-    """A problem in a timeline; the message is one line naming file, row and field.
-
-    The parts are also available as attributes `source`, `row` and `field`
-    (`None` for file-level problems).
-    """
-
-    def __init__(self, message: str, *, source: str | None = None, row: int | None = None,
-                 field: str | None = None):
-        super().__init__(message)
-        self.source, self.row, self.field = source, row, field
 
 
 class _Invalid(Exception):
@@ -286,7 +231,7 @@ class Timeline:
 
     def to_frame(self) -> pd.DataFrame:
         """Columns `time,kind,value,unit,duration`, in canonical units (time in minutes)."""
-        kinds = self.kinds if self.kinds is not None else _builtin_kinds()
+        kinds = self.kinds if self.kinds is not None else _default_kinds()
         units = [kinds[k].unit if k in kinds else "" for k in self.kind]
         return pd.DataFrame(
             {
@@ -313,7 +258,7 @@ def read_timeline(
 ) -> Timeline:
     """Read and check a timeline from a CSV file, or TOML when the suffix is `.toml`.
 
-    `kinds` defaults to the built-in kinds (`physiotwin.plugins.kinds.BUILTIN_KINDS`).
+    `kinds` defaults to every kind the installed plugins register.
     `start` overrides a start given in the file. Raises `TimelineError`.
     """
     path = Path(path)
@@ -456,7 +401,7 @@ class _Event:
 
 
 def _build(rows, kinds, where: _Where, file_start, start) -> Timeline:
-    kinds = _builtin_kinds() if kinds is None else kinds
+    kinds = _default_kinds() if kinds is None else kinds
     if start is not None:
         file_start = _parse_start(start, where, None, argument=True)
     if not rows:
@@ -614,8 +559,9 @@ def _convert(amount: float, raw_unit, name: str, kind: TimelineKind) -> float:
 def _check_range(value: float, amount: float, unit: str, name: str, kind: TimelineKind) -> None:
     canonical = _unit_suffix(kind.unit)
     if value < kind.minimum:
-        if kind.minimum == 0:
-            raise _Invalid("value", f"negative amount {_fmt(amount)}{_unit_suffix(unit)} for {name!r}")
+        if value < 0 <= kind.minimum:
+            floor = f" (minimum {_fmt(kind.minimum)}{canonical})" if kind.minimum > 0 else ""
+            raise _Invalid("value", f"negative amount {_fmt(amount)}{_unit_suffix(unit)} for {name!r}{floor}")
         raise _Invalid(
             "value",
             f"value {_fmt(value)}{canonical} below minimum {_fmt(kind.minimum)}{canonical} for {name!r}",

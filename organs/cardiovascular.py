@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from physiotwin.contract import FluxPort, Input, Organ, Output, Param, State
+from physiotwin.contract import FluxPort, Input, Organ, Output, Param, Residual, State
 from physiotwin.plugins import hookimpl
 
 HALLOW = "Hallow & Gebremichael 2017 CPT:PSP 6:383, calcNomParams_human.R"
@@ -78,8 +78,9 @@ CAL = "derived: MAP 93 mmHg with CO 5 L/min at the nominal state"
 _SOFT_P = 0.25  # mmHg, softplus width keeping the filling gradient (Pmf - P0) positive
 
 
-def _p(name, unit, value, desc, source, transform="log", lower=0.0, upper=jnp.inf, scope="patient"):
-    return Param(name, unit, value, desc, lower=lower, upper=upper, transform=transform, scope=scope, source=source)
+def _p(name, unit, value, desc, source, transform="log", lower=0.0, upper=jnp.inf, scope="patient", prior_sd=None):
+    return Param(name, unit, value, desc, lower=lower, upper=upper, transform=transform, scope=scope, source=source,
+                 prior_sd=prior_sd)
 
 
 def _softplus(x, s):
@@ -95,6 +96,7 @@ class Cardiovascular(Organ):
     """Guyton-type cycle-averaged circulation, baroreflex, capillary exchange, exercise."""
 
     max_step = 0.5  # min: fastest time constants (reflex effectors, TGF) are 0.5-1 min
+    shooting_window = 1440.0  # min: the set point resets and the volume follows the kidney over a day or more
     name = "cardiovascular"
     description = "cycle-averaged Guyton circulation with baroreflex, transcapillary refill and exercise"
     reference = ("Guyton et al. Annu Rev Physiol 34:13 (1972); Hallow & Gebremichael CPT:PSP 6:383 (2017); "
@@ -120,11 +122,13 @@ class Cardiovascular(Organ):
         _p("Kc0", "L/min/mmHg", 2.5, "slope of the (linear) cardiac function curve at HR0", GUYTON),
         _p("P0", "mmHg", 0.0, "right atrial pressure at which the heart's output is zero", GUYTON,
            transform="identity", lower=-5.0, upper=5.0),
-        _p("TPR0", "mmHg*min/L", 18.2, "nominal total peripheral resistance", CAL),
-        _p("HR0", "1/min", 70.0, "resting heart rate", "typical adult"),
+        _p("TPR0", "mmHg*min/L", 18.2, "nominal total peripheral resistance", CAL, prior_sd=0.15),
+        _p("HR0", "1/min", 70.0, "resting heart rate", "typical adult (60-80 /min: between-patient SD ~10 %)",
+           prior_sd=0.1),
         _p("HRmax", "1/min", 185.0, "maximal heart rate (220 - age, age 35)", "Fox 1971; 220 - age"),
         # baroreflex
-        _p("G_HR", "1/mmHg", 0.012, "baroreflex gain on heart rate (fraction of HR0 per mmHg)", BARO),
+        _p("G_HR", "1/mmHg", 0.012, "baroreflex gain on heart rate (fraction of HR0 per mmHg)",
+           BARO + "; between-patient spread ~+-30 % (La Rovere 2008)", prior_sd=0.3),
         _p("A_HR", "1", 0.6, "maximal fractional heart-rate change by the reflex", BARO),
         _p("tau_HR", "min", 0.5, "heart-rate effector time constant", BARO + " (>=0.5 min for tractability)"),
         _p("G_R", "1/mmHg", 0.012, "baroreflex gain on peripheral resistance (log-fraction per mmHg)", BARO),
@@ -185,6 +189,19 @@ class Cardiovascular(Organ):
         Output("baroreflex_setpoint", "mmHg", "baroreflex set point"),
         Output("sodium_loss", "mmol/min", "sodium lost with shed plasma",
                depends_on=("blood_loss", "sodium_concentration"), flux_to="renal.sodium_loss"),
+    )
+
+    # identifiable from cuff pressure and heart rate (with the population prior): the level of
+    # resistance, the resting heart rate and the reflex gain that couples the two; compliance,
+    # contractility and capillary exchange are not seen through MAP and HR alone
+    calibrated = ("TPR0", "HR0", "G_HR")
+
+    # where a hybrid may learn what the cycle-averaged mechanism misses: vasomotor tone that
+    # the baroreflex does not explain (diurnal rhythm, activity, stress), acting on the
+    # resistance effector; it sees pressure, heart rate, volume and the reflex set point
+    residuals = (
+        Residual("vascular_tone", "xR", 0.02, ("MAP", "HR", "V", "Pset"),
+                 "unmodelled vasomotor tone (1/min on the resistance multiplier)"),
     )
 
     # ------------------------------------------------------------------ algebra

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from physiotwin.contract import FluxPort, Input, Organ, Output, Param, Residual, State
+from physiotwin.extensions import Demo, PatientTable
 from physiotwin.plugins import hookimpl
 
 SIM = "simglucose 0.2.11 vpatient_params.csv"
@@ -222,14 +223,10 @@ class Glucose(Organ):
         # a meal begins: remember the stomach content (simglucose's _last_Qsto)
         return {**x, "Qsto_meal": x["Qsto1"] + x["Qsto2"]}
 
-    def rhs(self, t, x, p, u):
-        # --- inputs ---------------------------------------------------------------
+    def _gut(self, x, p, u):
+        """Gastro-intestinal tract (Dalla Man 2006/2007, eqs. for Qsto, Qgut, Ra):
+        ``(dQsto1, dQsto2, dQgut, Ra)``, Ra in mg/kg/min."""
         D = u["carb_rate"]  # mg/min ingested
-        basal = p["u2ss"] * p["BW"]  # pmol/min, the patient's steady-state basal
-        insulin = u["insulin_infusion"] + (1.0 - u["basal_set"]) * basal  # pmol/min
-        u_sc = insulin / p["BW"]  # pmol/kg/min
-
-        # --- gastro-intestinal tract (Dalla Man 2006/2007, eqs. for Qsto, Qgut, Ra)
         Qsto = x["Qsto1"] + x["Qsto2"]
         Dbar = x["Qsto_meal"] + u["meal_eaten"]  # amount of the current meal, mg
         has_meal = Dbar > 0
@@ -244,6 +241,16 @@ class Glucose(Organ):
         dQsto2 = p["kmax"] * x["Qsto1"] - kgut * x["Qsto2"]
         dQgut = kgut * x["Qsto2"] - p["kabs"] * x["Qgut"]
         Ra = p["f"] * p["kabs"] * x["Qgut"] / p["BW"]  # mg/kg/min
+        return dQsto1, dQsto2, dQgut, Ra
+
+    def rhs(self, t, x, p, u):
+        # --- inputs ---------------------------------------------------------------
+        basal = p["u2ss"] * p["BW"]  # pmol/min, the patient's steady-state basal
+        insulin = u["insulin_infusion"] + (1.0 - u["basal_set"]) * basal  # pmol/min
+        u_sc = insulin / p["BW"]  # pmol/kg/min
+
+        # --- gastro-intestinal tract (Dalla Man 2006/2007, eqs. for Qsto, Qgut, Ra)
+        dQsto1, dQsto2, dQgut, Ra = self._gut(x, p, u)
 
         # --- endogenous glucose production: EGP = kp1 - kp2 Gp - kp3 Id - kp4 Ipo
         EGP = p["kp1"] - p["kp2"] * x["Gp"] - p["kp3"] * x["Id"] - p["kp4"] * u["portal_insulin"]
@@ -311,3 +318,15 @@ class Glucose(Organ):
 @hookimpl
 def register_organs(register):
     register(Glucose)
+
+
+@hookimpl
+def register_patient_tables(register):
+    register(PatientTable("uva_padova", "physiotwin.organs", "data/uva_padova_patients.csv",
+                          "the 30 UVA/Padova virtual patients as distributed in simglucose 0.2.11"))
+
+
+@hookimpl
+def register_demos(register):
+    register(Demo("glucose", ("glucose",), ("adult#001", "adult#002", "adolescent#006"), "physiotwin.organs",
+                  "data/demo_scenario.csv", 1440.0, "3 meals with boluses, one basal change, 24 h, organ: glucose"))

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from physiotwin.contract import Input, Organ, Output, Param, State
+from physiotwin.extensions import PatientTable
 from physiotwin.plugins import hookimpl
 
 P07 = "Dalla Man 2007, Table 1 (normal subject)"
@@ -93,3 +94,9 @@ class Pancreas(Organ):
 @hookimpl
 def register_organs(register):
     register(Pancreas)
+
+
+@hookimpl
+def register_patient_tables(register):
+    register(PatientTable("dalla_man_2007_normal", "physiotwin.organs", "data/dalla_man_2007_normal.csv",
+                          "the normal subject of Dalla Man et al. 2007 (Table 1)"))

@@ -92,7 +92,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physiotwin.contract import FluxPort, Input, Organ, Output, Param, State
+from physiotwin.contract import FluxPort, Input, Organ, Output, Param, Residual, State
 from physiotwin.plugins import hookimpl
 
 HALLOW = "Hallow & Gebremichael 2017 CPT:PSP 6:383, calcNomParams_human.R"
@@ -110,9 +110,9 @@ GFR_TARGET = 120.0  # mL/min, nominal GFR (brief; Hallow's 3.9 nL/min/mmHg gives
 URINE_NOMINAL = 1.5  # L/day
 
 
-def _p(name, unit, value, desc, source, transform="log", lower=0.0, upper=math.inf, scope="patient"):
+def _p(name, unit, value, desc, source, transform="log", lower=0.0, upper=math.inf, scope="patient", prior_sd=None):
     return Param(name, unit, float(value), desc, lower=lower, upper=upper, transform=transform, scope=scope,
-                 source=source)
+                 source=source, prior_sd=prior_sd)
 
 
 # ----------------------------------------------------------------------- algebra
@@ -211,7 +211,8 @@ def _urine_osmolality(xp, p, ADH):
 # ---------------------------------------------------------- parameter table
 _BASE = [
     # hemodynamics
-    _p("nephrons", "1", N_REF, "number of functional nephrons (halve for CKD)", HALLOW),
+    _p("nephrons", "1", N_REF, "number of functional nephrons (halve for CKD)",
+       HALLOW + "; between-person spread of nephron number ~+-40 % (Bertram 2011)", prior_sd=0.4),
     _p("R_pre0", "mmHg*min/L", 19.0, "preafferent (arcuate/interlobular) resistance", HALLOW),
     _p("R_aff0", "mmHg*min/L", 1e-3 * 1.5e-9 / (1.5e-5) ** 4 / N_REF,
        "afferent arteriolar resistance, whole kidney (Poiseuille, diameter 15 um)", HALLOW),
@@ -227,7 +228,8 @@ _BASE = [
     _p("k_pn_prox", "1/mmHg", 0.1, "pressure natriuresis in PT and loop: logit fall of reabsorption per mmHg RIHP",
        HALLOW_EQ + "; reduced (a steep proximal effect destabilises the renin-macula densa loop)"),
     _p("k_pn_dist", "1/mmHg", 1.0, "pressure natriuresis in DT and CD: logit fall of reabsorption per mmHg RIHP",
-       HALLOW_EQ + "; calibrated to the salt-loading response"),
+       HALLOW_EQ + "; calibrated to the salt-loading response (salt sensitivity varies between people)",
+       prior_sd=0.3),
     _p("b_at1_pt", "1", 0.2, "AT1-AngII effect on proximal reabsorption (logit per ln AT1)", HALLOW_EQ),
     _p("b_aldo", "1", 1.1, "aldosterone effect on collecting-duct reabsorption (logit per ln Aldo)", HALLOW_EQ),
     # TGF
@@ -330,7 +332,8 @@ _DERIVED_PARAMS = [
        scope="fixed"),
     _p("GFR_n", "mL/min", _DERIVED["GFR_n"], "normal GFR (relative_gfr = GFR / GFR_n; drug clearance scaling)",
        DERIVED, scope="fixed"),
-    _p("P_cr", "mg/min", _DERIVED["P_cr"], "creatinine production (SCr 0.92 mg/dL at normal GFR)", HALLOW),
+    _p("P_cr", "mg/min", _DERIVED["P_cr"], "creatinine production (SCr 0.92 mg/dL at normal GFR)",
+       HALLOW + "; scales with muscle mass, between-person SD ~20 %", prior_sd=0.2),
     _p("L_u0", "1", _DERIVED["L_u0"], "logit of nominal urine osmolality within [U_min, U_max]", DERIVED,
        transform="identity", lower=-20.0, upper=20.0, scope="fixed"),
 ]
@@ -340,6 +343,7 @@ class Renal(Organ):
     """Reduced Hallow & Gebremichael 2017 kidney with renal glucose handling and SGLT2i."""
 
     max_step = 0.5  # min: fastest time constants (reflex effectors, TGF) are 0.5-1 min
+    shooting_window = 1440.0  # min: sodium and creatinine balance over days; labs and cuff readings are sparse
     name = "renal"
     description = ("reduced Hallow-Gebremichael kidney: GFR, TGF, RAAS, tubular Na, osmoregulation, "
                    "creatinine, glucose reabsorption, empagliflozin")
@@ -398,6 +402,19 @@ class Renal(Organ):
         Output("aldosterone", "1", "aldosterone, normalised"),
         Output("sglt2i_concentration", "nmol/L", "plasma SGLT2 inhibitor concentration"),
         Output("sglt2_inhibition", "1", "fractional SGLT2 inhibition"),
+    )
+
+    # identifiable from cuff pressure and laboratory creatinine (with the population prior): the
+    # functional nephron mass (filtration and the pressure at which sodium balance holds), the
+    # steepness of pressure natriuresis (salt sensitivity) and creatinine production
+    calibrated = ("nephrons", "k_pn_dist", "P_cr")
+
+    # where a hybrid may learn what the reduced kidney misses: sodium handling the tubular
+    # model does not explain (hormones outside RAAS, diurnal excretion), added to the sodium
+    # balance; it sees the body's sodium, filtration and excretion
+    residuals = (
+        Residual("sodium_handling", "Na", 0.02, ("Na", "GFR", "sodium_excretion", "plasma_sodium"),
+                 "unmodelled renal sodium handling (mmol/min)"),
     )
 
     # ------------------------------------------------------------------ helpers

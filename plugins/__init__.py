@@ -1,7 +1,8 @@
 """Hook specifications: how packages extend physiotwin.
 
 A plugin is any module listed under the ``physiotwin`` entry-point group of an
-installed distribution (built-in organs use the very same group)::
+installed distribution (built-in organs and the other built-in plugins use the very
+same group)::
 
     [project.entry-points.physiotwin]
     my_kidney = "my_package.kidney"
@@ -9,7 +10,13 @@ installed distribution (built-in organs use the very same group)::
 The module implements one or more of the hooks below with `hookimpl`. Hooks use
 callback-style registration: the host passes a ``register`` function and the
 plugin calls it once per thing it provides, so the host can validate and refuse
-duplicates with a message that names the plugin.
+duplicates with a message that names the plugin. An implementation may take fewer
+arguments than its specification. A module that implements a hook not listed here
+is refused when plugins load (a misspelled hook name fails loudly).
+
+Everything a domain brings reaches the generic core this way: organs, timeline
+kinds and their signals, units and substances, observation models, input
+corrections, metrics, patient tables, demos and validation studies.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ PROJECT = "physiotwin"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds",
-           "register_observation_models"]
+__all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds", "register_units",
+           "register_observation_models", "register_corrections", "register_metrics", "register_patient_tables",
+           "register_demos", "register_validation_studies"]
 
 
 @hookspec
@@ -36,11 +44,23 @@ def register_organs(register):
 
 @hookspec
 def register_timeline_kinds(register):
-    """Provide timeline event kinds.
+    """Provide timeline event kinds, with the signals input kinds compile to.
 
-    Call ``register(physiotwin.TimelineKind(...))`` once per kind (e.g. ``carbs``,
-    ``bolus``). A kind fixes the canonical unit its values are converted to, the
-    allowed value range, and whether ``duration`` applies.
+    Call ``register(physiotwin.TimelineKind(...))`` once per kind. A kind fixes the
+    canonical unit its values are converted to, the allowed value range, whether
+    ``duration`` applies, whether it is an input, an observation or ground truth, and
+    (for inputs) the `physiotwin.Signal` objects organs read as ``timeline.<signal>``.
+    """
+
+
+@hookspec
+def register_units(define_unit, define_substance):
+    """Provide units and substances.
+
+    ``define_unit("name = definition = symbol")`` adds a unit in pint's syntax;
+    ``define_substance(name, molar_mass)`` (g/mol) lets amounts and concentrations of a
+    substance convert between mass and moles wherever a kind names it as its
+    ``unit_context``. Called once, when units are first needed.
     """
 
 
@@ -48,7 +68,39 @@ def register_timeline_kinds(register):
 def register_observation_models(register):
     """Provide observation models (how a model output becomes a recorded reading).
 
-    Call ``register(ObservationClass)`` once per `physiotwin.calibration.ObservationModel`
-    subclass (e.g. ``cgm``: subcutaneous glucose plus sensor noise). Its ``name`` must be
-    unique across installed plugins.
+    Call ``register(ObservationClass)`` once per `physiotwin.ObservationModel` subclass.
+    Its ``name`` must be unique, and its ``kind`` a registered observation kind.
     """
+
+
+@hookspec
+def register_corrections(register):
+    """Provide input corrections: per-event unknowns of logged inputs that a calibration fits.
+
+    Call ``register(CorrectionClass)`` once per `physiotwin.InputCorrection` subclass.
+    """
+
+
+@hookspec
+def register_metrics(register):
+    """Provide evaluation metrics per observation kind.
+
+    Call ``register(physiotwin.ForecastMetric(...))`` for scores of forecasts and
+    ``register(physiotwin.SeriesMetric(...))`` for summaries of a series of readings.
+    """
+
+
+@hookspec
+def register_patient_tables(register):
+    """Provide bundled patient tables: ``register(physiotwin.PatientTable(...))``."""
+
+
+@hookspec
+def register_demos(register):
+    """Provide what ``physiotwin demo`` runs: ``register(physiotwin.Demo(...))``."""
+
+
+@hookspec
+def register_validation_studies(register):
+    """Provide validation studies (``python -m physiotwin.validation``):
+    ``register(physiotwin.ValidationStudy(...))``."""

@@ -32,3 +32,36 @@ def reference_run(reference_scenario):
     import physiotwin as pt
 
     return pt.simulate(["glucose"], UVA_PATIENTS, reference_scenario, hours=24, every=1)
+
+
+SPLIT = 36 * 60  # min
+
+
+@pytest.fixture(scope="session")
+def record_parts(tmp_path_factory):
+    """tests/data/record_small.csv cut in two: 36 h to fit, the last 12 h to forecast."""
+    from physiotwin.calibration.data import split_record, timeline_text
+    from physiotwin.timeline import read_timeline
+
+    tl = read_timeline(DATA / "record_small.csv")
+    train, test = split_record(tl, SPLIT)
+    d = tmp_path_factory.mktemp("records")
+    (d / "train.csv").write_text(timeline_text(train))
+    (d / "test.csv").write_text(timeline_text(test))
+    return d / "train.csv", d / "test.csv"
+
+
+@pytest.fixture(scope="session")
+def twin_dir(record_parts, tmp_path_factory):
+    """One small hybrid glucose twin, calibrated once through the CLI and shared by the tests."""
+    from click.testing import CliRunner
+
+    from physiotwin.cli import main
+
+    out = tmp_path_factory.mktemp("twins") / "twin"
+    res = CliRunner().invoke(main, [str(a) for a in ("calibrate", record_parts[0], "--out", out, "--steps", 25,
+                                                      "--hybrid-steps", 20, "--quiet", "--seed", 0)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "hybrid twin" in res.output and "residual glucose.glucose_flux" in res.output
+    return out

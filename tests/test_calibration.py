@@ -19,13 +19,15 @@ from click.testing import CliRunner
 from helpers import DATA
 
 import physiotwin as pt
-from physiotwin.calibration.data import prepare_record, split_record
-from physiotwin.calibration.fit import FitSettings, fit_record, simulate_grid
-from physiotwin.calibration.grid import substeps
-from physiotwin.calibration.hybrid import Hybrid
-from physiotwin.calibration.observation import get_observation_model
+from physiotwin.calibration.data import prepare_record, split_record, timeline_text
+from physiotwin.calibration.fit import FitSettings, fit_record
+from physiotwin.calibration.hybrid import Hybrid, TwinField
+from physiotwin.calibration.problem import substeps
 from physiotwin.calibration.space import CalibrationError, population_space
-from physiotwin.calibration.twin import Twin, TwinError, timeline_text
+from physiotwin.calibration.twin import Twin
+from physiotwin.errors import TwinError
+from physiotwin.integrate import integrate
+from physiotwin.plugins.observations import CGM
 from physiotwin.cli import main
 from physiotwin.registry import timeline_kinds
 from physiotwin.timeline import Timeline, read_timeline
@@ -35,26 +37,6 @@ SPLIT = 36 * 60  # min
 
 def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="session")
-def record_parts(tmp_path_factory):
-    tl = read_timeline(DATA / "record_small.csv", kinds=timeline_kinds())
-    train, test = split_record(tl, SPLIT)
-    d = tmp_path_factory.mktemp("records")
-    (d / "train.csv").write_text(timeline_text(train))
-    (d / "test.csv").write_text(timeline_text(test))
-    return d / "train.csv", d / "test.csv"
-
-
-@pytest.fixture(scope="session")
-def twin_dir(record_parts, tmp_path_factory):
-    out = tmp_path_factory.mktemp("twins") / "twin"
-    res = _invoke("calibrate", record_parts[0], "--out", out, "--steps", 25, "--hybrid-steps", 20, "--quiet",
-                  "--seed", 0)
-    assert res.exit_code == 0, res.output
-    assert "hybrid twin" in res.output and "residual glucose.glucose_flux" in res.output
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -70,32 +52,33 @@ def test_untrained_hybrid_is_the_mechanism_exactly():
     _, theta, _ = pt.patients.resolve_patients(model, "adult#002")
     theta = jnp.asarray(theta[0])
     tl = read_timeline(DATA / "reference_scenario.csv", kinds=timeline_kinds())
-    rec = prepare_record(model, Timeline(tl.time, tl.kind, tl.value, tl.duration, tl.row, source="s", start=None,
-                                         kinds=tl.kinds).select("carbs"), "carbs", "s", minutes=600)
+    rec = prepare_record(model, tl, (), (), "s", minutes=600, require_readings=False)
     y0 = model.initial_state(theta, rec.inputs.values[0])
-    col = model.output_names.index("glucose.subcutaneous_glucose")
-    n_sub = substeps(model)
-    run = jax.jit(simulate_grid, static_argnums=(0, 7, 8))
-    y_mech, obs_mech = run(model, None, theta, y0, rec.inputs, jnp.asarray(0.0), jnp.asarray(0.0), col, n_sub)
-    y_hyb, obs_hyb = eqx.filter_jit(lambda h: simulate_grid(model, h, theta, y0, rec.inputs, jnp.asarray(0.0),
-                                                     jnp.asarray(0.0), col, n_sub))(hybrid)
+    stepping = substeps(model)
+
+    def run(h):
+        field = TwinField(model, theta, h, jnp.asarray(0.0))
+        return integrate(field, y0, rec.inputs, stepping, t0=jnp.asarray(0.0),
+                         observe=lambda t, y, u: jnp.concatenate([y, field.evaluate(t, y, u)[2]]))
+
+    y_mech, obs_mech = eqx.filter_jit(run)(None)
+    y_hyb, obs_hyb = eqx.filter_jit(run)(hybrid)
     S = len(model.state_names)
-    assert np.all(np.asarray(obs_hyb[:, 1 + S:]) == 0.0)  # the residual term is exactly zero ...
+    assert np.all(np.asarray(obs_hyb[:, S:]) == 0.0)  # the residual term is exactly zero ...
     # ... so the trajectories agree to round-off (the two programs are compiled separately,
     # and XLA may fuse the mechanism's arithmetic differently in each)
-    diff = np.abs(np.asarray(obs_mech[:, :1 + S]) - np.asarray(obs_hyb[:, :1 + S]))
-    assert np.max(diff / (1.0 + np.abs(np.asarray(obs_mech[:, :1 + S])))) < 1e-12, diff.max()
+    diff = np.abs(np.asarray(obs_mech[:, :S]) - np.asarray(obs_hyb[:, :S]))
+    assert np.max(diff / (1.0 + np.abs(np.asarray(obs_mech[:, :S])))) < 1e-12, diff.max()
     # and the hybrid's field is the mechanism's, bit for bit, at the same compiled point
     u = rec.inputs.values[100]
-    y = obs_mech[100, 1:1 + S]
+    y = obs_mech[100, :S]
     both = jax.jit(lambda y: (model.evaluate(0.0, y, theta, u)[0], hybrid.evaluate(0.0, y, theta, u, 0.0)[0]))
     dm, dh = both(y)
     assert np.array_equal(np.asarray(dm), np.asarray(dh))
     # ... and a trained-looking net does change the dynamics (the comparison can fail)
     poked = jax.tree_util.tree_map(lambda a: a + 0.1 if eqx_is_array(a) else a, hybrid)
-    _, obs_poked = eqx.filter_jit(lambda h: simulate_grid(model, h, theta, y0, rec.inputs, jnp.asarray(0.0),
-                                                   jnp.asarray(0.0), col, n_sub))(poked)
-    assert not np.allclose(np.asarray(obs_poked[:, 0]), np.asarray(obs_mech[:, 0]))
+    _, obs_poked = eqx.filter_jit(run)(poked)
+    assert not np.allclose(np.asarray(obs_poked[:, 3]), np.asarray(obs_mech[:, 3]))
 
 
 def eqx_is_array(a):
@@ -105,6 +88,7 @@ def eqx_is_array(a):
 
 
 # ------------------------------------------------------------------ recovery
+@pytest.mark.slow
 def test_calibration_recovers_known_parameters():
     """Data simulated (adaptive solver) from adult#001 with accurate meals and 2 mg/dL white
     noise; the two insulin sensitivities start at the adult population mean (Vmx 46 % and
@@ -126,15 +110,15 @@ def test_calibration_recovers_known_parameters():
     tl = timeline_from_frame(__import__("pandas").concat([frame, cgm]), timeline_kinds(), source="synthetic")
     fit = ["glucose.Vmx", "glucose.kp3"]
     space = population_space(model, fit)
-    obs = get_observation_model("cgm", noise="gaussian")
-    rec = prepare_record(model, tl, "cgm", "synthetic")
+    obs = [CGM(noise="gaussian")]
+    rec = prepare_record(model, tl, obs, (), "synthetic")
     true = dict(zip(model.param_names, pt.patients.resolve_patients(model, "adult#001")[1][0]))
     # the rest of the parameters at adult#001's values: only the two sensitivities are unknown
     import dataclasses
 
     space = dataclasses.replace(space, base=np.array([true[n] for n in model.param_names]))
     start = np.asarray(space.theta(jnp.asarray(space.mu)))[space.index]
-    res = fit_record(model, rec, obs, space, FitSettings(steps=200, starts=1, progress=False), hybrid=False)
+    res, _ = fit_record(model, rec, obs, space, FitSettings(steps=200, starts=1, progress=False), hybrid=False)
     got = np.asarray(space.theta(jnp.asarray(res.z)))[space.index]
     want = np.array([true[n] for n in fit])
     assert np.all(np.abs(start / want - 1) > 0.25)  # the start is far off
@@ -142,13 +126,16 @@ def test_calibration_recovers_known_parameters():
 
 
 # ------------------------------------------------------------------ save / load
+@pytest.mark.slow
 def test_twin_saves_and_reloads_bit_identically(twin, twin_dir, tmp_path, record_parts):
     assert twin.hybrid is not None
     again = tmp_path / "copy"
     twin.save(again)
     back = Twin.load(again)
-    for name in ("z", "z_mech", "noise", "noise_mech", "meal", "init", "end_state"):
+    for name in ("z", "z_mech", "errors", "errors_mech", "init", "end_state"):
         assert np.array_equal(getattr(back.result, name), getattr(twin.result, name)), name
+    assert back.result.corrections.keys() == twin.result.corrections.keys() == {"meal_size"}
+    assert all(np.array_equal(back.result.corrections[k], v) for k, v in twin.result.corrections.items())
     leaves = jax.tree_util.tree_leaves(twin.hybrid)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves, jax.tree_util.tree_leaves(back.hybrid)))
     assert back.filters == twin.filters and back.space.names == twin.space.names
@@ -157,15 +144,22 @@ def test_twin_saves_and_reloads_bit_identically(twin, twin_dir, tmp_path, record
     assert np.array_equal(a["cgm"].values, b["cgm"].values)
 
 
+@pytest.mark.slow
 def test_twin_json_is_readable(twin_dir):
     meta = json.loads((twin_dir / "twin.json").read_text())
     assert meta["organs"] == ["glucose"]
     assert set(meta["parameters"]) == {"population", "mechanistic", "twin"}
     assert "glucose.Vmx" in meta["parameters"]["twin"]
-    assert meta["diagnostics"]["validation_readings"] > 0 and meta["history"]
+    assert meta["diagnostics"]["validation_readings"]["cgm"] > 0 and meta["history"]
+    assert [o["kind"] for o in meta["observations"]] == ["cgm"]
+    assert len(meta["corrections"]["meal_size"]) == len(Twin.load(twin_dir).training_timeline().select("carbs"))
+    table = meta["diagnostics"]["identifiability"]
+    assert {r["parameter"] for r in table} == set(meta["parameters"]["twin"])
+    assert all(r["verdict"] in ("identified", "weakly identified", "left at prior", "not informed") for r in table)
 
 
 # ------------------------------------------------------------------ forecasting
+@pytest.mark.slow
 def test_forecast_uses_no_future_information(twin, record_parts):
     """Changing everything after an origin (readings, a new meal, a bolus) leaves the forecasts
     made at or before it unchanged, and changes later ones."""
@@ -188,6 +182,7 @@ def test_forecast_uses_no_future_information(twin, record_parts):
         assert not np.allclose(a[var].values[~before], b[var].values[~before]), var
 
 
+@pytest.mark.slow
 def test_forecast_cli_writes_the_contract(twin_dir, record_parts, tmp_path):
     out = tmp_path / "fc.nc"
     res = _invoke("forecast", twin_dir, record_parts[1], "--horizon", 30, "--horizon", 60, "--every", 5, "--out", out)
@@ -203,6 +198,7 @@ def test_forecast_cli_writes_the_contract(twin_dir, record_parts, tmp_path):
     assert 30 < np.nanmin(g) and np.nanmax(g) < 450
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reports_models_beside_baselines(twin_dir, record_parts, tmp_path):
     out = tmp_path / "table.csv"
     res = _invoke("evaluate", twin_dir, record_parts[1], "--out", out)
@@ -211,6 +207,7 @@ def test_evaluate_cli_reports_models_beside_baselines(twin_dir, record_parts, tm
 
     table = pd.read_csv(out)
     assert set(table["model"]) == {"persistence", "linear_ar", "population", "mechanistic", "twin"}
+    assert set(table["kind"]) == {"cgm"}
     assert set(table["horizon"]) == {30, 60}
     p = table[table.model == "persistence"]
     assert np.allclose(p["rmse_vs_persistence"], 1.0)
@@ -227,7 +224,7 @@ def _write(path, text):
 
 @pytest.mark.parametrize("text, fragment", [
     ("time,kind,value,unit,duration\n", "empty"),
-    ("time,kind,value,unit,duration\n0,basal,1,U/h,\n30,carbs,40,g,\n", "no 'cgm' readings"),
+    ("time,kind,value,unit,duration\n0,basal,1,U/h,\n30,carbs,40,g,\n", "no readings of an observation kind"),
     ("time,kind,value,unit,duration\n0,basal,1,U/h,\n" + "".join(f"{5 * k},cgm,120,mg/dL,\n" for k in range(1, 12))
      + "900,carbs,10,g,\n", "fewer than"),
 ])
@@ -248,6 +245,7 @@ def test_calibrate_refuses_nan_readings(tmp_path):
     assert not (tmp_path / "twin").exists()
 
 
+@pytest.mark.slow
 def test_corrupted_or_foreign_twins_are_refused(twin_dir, record_parts, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(twin_dir, bad)

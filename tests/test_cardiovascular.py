@@ -87,6 +87,7 @@ def test_exercise_raises_heart_rate_and_map_modestly():
     assert abs(hr[-1] - 70) < 3
 
 
+@pytest.mark.slow
 def test_gradient_through_the_coupled_model_matches_finite_differences():
     """d mean(MAP) / d theta over 2 h with a 300 mL bleed, reverse mode vs central
     differences, with the default explicit solver. Its step is capped by the organs'

@@ -57,10 +57,22 @@ def test_units_are_converted_once_and_fluxes_summed():
 
 
 def test_organ_runs_alone_on_its_defaults():
-    model = pt.compose([Sink()])
+    """An input whose source organ is installed but not composed takes its default."""
+    alone = type("Alone", (Sink,), {"inputs": (pt.Input("c", "mg/dL", 5.0, "glucose, when composed",
+                                                         source="glucose.plasma_glucose"),)})
+    model = pt.compose([alone()])
     assert model.connections()["sink.c"].startswith("default 5")
     _, out = model.evaluate(0.0, jnp.array([0.0]), jnp.zeros(0), jnp.zeros(0))
     assert dict(zip(model.output_names, np.asarray(out))) == {"sink.seen": 5.0, "sink.inflow": 0.0}
+
+
+def test_a_source_naming_no_installed_organ_or_output_is_a_wiring_error():
+    with pytest.raises(WiringError, match=r"'sink\.c' reads 'source\.conc', but no installed organ is called 'source'"):
+        pt.compose([Sink()])  # Source is a toy organ, not installed: a misspelling as far as the composer knows
+    typo = type("Typo", (Sink,), {"inputs": (pt.Input("c", "mg/dL", 5.0, "x", source="glucose.plasma_glucos"),)})
+    with pytest.raises(WiringError, match=r"organ 'glucose' has no output 'plasma_glucos'"):
+        pt.compose([typo()])
+    assert pt.compose([Sink(), Source()]).connections()["sink.c"] == "source.conc"  # composed: fine
 
 
 def test_dependent_outputs_are_ordered_after_their_sources():

@@ -89,6 +89,7 @@ def gradient_problem(reference_scenario):
     return sim, params, loss
 
 
+@pytest.mark.slow
 def test_gradient_matches_central_finite_differences(gradient_problem):
     sim, params, loss = gradient_problem
     grad = jax.jit(jax.grad(loss))(params)

@@ -1,4 +1,4 @@
-"""Glucose evaluation metrics (physiotwin.calibration.metrics): hand-computed examples
+"""Glucose evaluation metrics (physiotwin.plugins.glucose_metrics): hand-computed examples
 and properties."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from physiotwin.calibration.metrics import (
+from physiotwin.plugins.glucose_metrics import (
     cgm_metrics,
     clarke_zone_a,
     clarke_zones,

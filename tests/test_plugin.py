@@ -33,6 +33,7 @@ def cli(env, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_and_composed(plugin_env):
     env, tmp = plugin_env
     res = cli(env, "organs", "--json")

@@ -212,7 +212,7 @@ def test_mixing_offset_and_naive_timestamps_is_an_error(tmp_path):
         ("0,carbs,,g,", "value", ["empty"]),
         ("0,carbs,-5,g,", "value", ["negative amount -5 g for 'carbs'"]),
         ("0,carbs,-0.005,kg,", "value", ["negative amount -0.005 kg for 'carbs'"]),
-        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, bg, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, exercise, sglt2i, sodium_intake"]),
+        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, bg, bg_true, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, creatinine, creatinine_true, exercise, heart_rate, heart_rate_true, map, map_true, sglt2i, sodium_intake, sodium_intake_true"]),
         ("0,Carbs,5,g,", "kind", ["unknown kind 'Carbs'"]),
         ("0,,5,g,", "kind", ["empty"]),
         ("0,carbs,5,mL,", "unit", ["unit 'mL' is not convertible to 'g' required by 'carbs'"]),
@@ -451,7 +451,9 @@ def test_timeline_kind_validation():
     with pytest.raises(ValueError, match="duration"):
         TimelineKind("x", "g", "", duration="sometimes")
     with pytest.raises(ValueError, match="unknown unit"):
-        TimelineKind("x", "grams_of_xyz", "")
+        TimelineKind("x", "grams_of_xyz", "").check()  # units are checked once plugins defined theirs
+    with pytest.raises(ValueError, match="ground-truth kind is an observation"):
+        TimelineKind("x", "g", "", truth_of="y")
     with pytest.raises(ValueError, match="minimum"):
         TimelineKind("x", "g", "", minimum=2, maximum=1)
 
@@ -465,11 +467,15 @@ def test_builtin_kinds_register_through_hook():
     manager.register(kinds_module)
     registered = []
     manager.hook.register_timeline_kinds(register=registered.append)
-    assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm", "sodium_intake", "exercise", "blood_loss", "sglt2i",
-                                                "cgm_true", "bg", "carbs_true"}
+    assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm", "sodium_intake", "exercise", "blood_loss",
+                                            "sglt2i", "cgm_true", "bg", "bg_true", "carbs_true", "map", "heart_rate",
+                                            "creatinine", "sodium_intake_true", "map_true", "heart_rate_true",
+                                            "creatinine_true"}
     builtin = kinds_module.BUILTIN_KINDS
     assert builtin["basal"].unit == "U/h" and builtin["basal"].duration == "forbidden"
     assert builtin["cgm"].observation and builtin["cgm"].unit_context == "glucose"
+    assert builtin["cgm_true"].truth_of == "cgm" and not builtin["cgm_true"].fitted and builtin["cgm"].fitted
+    assert builtin["basal"].level and builtin["sodium_intake"].level and not builtin["carbs"].level
     assert not builtin["carbs"].observation and builtin["bolus"].unit == "U"
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from physiotwin import validation
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def checks():

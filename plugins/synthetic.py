@@ -19,7 +19,7 @@ kind            unit     rows
 ``carbs``       g        the *logged* meals (with logging errors when ``corrupt``)
 ``cgm``         mg/dL    noisy sensor readings every 5 min (with gaps when ``corrupt``)
 ``cgm_true``    mg/dL    noise-free sensor glucose Gs/Vg at every sample time (ground truth)
-``bg``          mg/dL    plasma glucose Gp/Vg at every sample time (ground truth)
+``bg_true``     mg/dL    plasma glucose Gp/Vg at every sample time (ground truth)
 ``carbs_true``  g        the meals actually eaten, at the minute eating starts (ground truth)
 ==============  =======  ======================================================================
 
@@ -45,7 +45,7 @@ What simglucose does (read from its source), and how the record maps it:
   ``Gs/Vg + noise`` clipped to [39, 600] mg/dL, the noise a Johnson-SU transform of an
   AR(1) process sampled every 15 min and cubic-interpolated to 5 min.
 * The environment's own ``BG`` history is the 5-min mean of *subcutaneous* glucose, not
-  plasma glucose; ``bg`` here is plasma glucose ``Gp/Vg`` at the sample time.
+  plasma glucose; ``bg_true`` here is plasma glucose ``Gp/Vg`` at the sample time.
 
 Logging errors (``corrupt=True``; all drawn from a `numpy.random.Generator` seeded from
 `seed`): multiplicative lognormal carb-count error, unlogged snacks, jittered meal times,
@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from os import PathLike
 from pathlib import Path
@@ -80,11 +81,11 @@ _UNITS = {
     "carbs": "g",
     "cgm": "mg/dL",
     "cgm_true": "mg/dL",
-    "bg": "mg/dL",
+    "bg_true": "mg/dL",
     "carbs_true": "g",
 }
 # row order at equal times: inputs first, then observations
-_KIND_ORDER = {k: i for i, k in enumerate(["basal", "carbs", "bolus", "carbs_true", "cgm", "cgm_true", "bg"])}
+_KIND_ORDER = {k: i for i, k in enumerate(["basal", "carbs", "bolus", "carbs_true", "cgm", "cgm_true", "bg_true"])}
 _INSTALL_HINT = 'generating synthetic records needs simglucose: pip install "physiotwin[sim]"'
 
 
@@ -190,43 +191,27 @@ def generate_record(
 ) -> pd.DataFrame:
     """Simulate `patient` for `days` with simglucose and return the record as a timeline table.
 
-    Parameters
-    ----------
-    patient : a simglucose virtual patient (``adult#001`` .. ``adult#010``, ``adolescent#...``,
-        ``child#...``).
-    days : length; the record covers ``[start, start + days)`` (samples every 5 min, the last
-        at ``start + days - 5 min``). Must be a whole number of 5-min samples.
-    seed : with the patient's name, seeds the meal scenario, the sensor noise and the
-        logging errors (independent streams from `numpy.random.SeedSequence([seed,
-        crc32(patient)])`, so two patients of one seed get different meals and noise).
-        Same arguments, same record.
-    start : the absolute start time; midnight keeps simglucose's daily meal plan aligned
-        (its `RandomScenario` draws a new day at every midnight).
-    corrupt : apply the logging errors below; `False` gives a log equal to the truth and a
-        CGM without gaps (the sensor noise stays: it is part of the sensor).
-    carb_error_median, carb_error_sd : logged grams = true grams x a lognormal factor with
-        this median (default 0.9, a systematic ~10 % under-count) and this SD of its log
-        (default 0.2), rounded to whole grams (at least 1 g).
-    snack_grams, snack_skip_prob : a meal under `snack_grams` (default 30 g) goes unlogged
-        with probability `snack_skip_prob` (default 0.5).
-    meal_time_sd : SD in minutes (default 5) of the normal error of a logged meal time,
-        rounded to whole minutes and kept inside the record.
-    gaps_per_day : CGM dropouts per day (default 0.5): a record of D days gets
-        ``floor(gaps_per_day * D)`` of them, plus one more with probability equal to the
-        fractional part. Each starts at a uniformly drawn reading.
-    gap_minutes : each dropout lasts a uniform whole number of sample times in this range
-        (default 15 to 90 min): its `cgm` rows are missing; `cgm_true` and `bg` stay.
-    missing_prob : probability (default 0.005) that any other single reading is missing.
-    bolus_on : ``"logged"`` (default): the controller doses for the logged carb count (no
-        bolus for an unlogged snack); ``"true"``: for the meal actually eaten.
+    patient: a simglucose virtual patient (``adult#001`` .. ``adult#010``, ``adolescent#...``,
+    ``child#...``). days: length, a whole number of 5-min samples (the last at ``start +
+    days - 5 min``). seed: with the patient's name, seeds the meal scenario, the sensor noise
+    and the logging errors (independent streams from ``SeedSequence([seed, crc32(patient)])``);
+    same arguments, same record. start: the absolute start; midnight keeps simglucose's daily
+    meal plan aligned. corrupt: apply the logging errors below (`False`: the log equals the
+    truth and the CGM has no gaps; the sensor noise stays).
 
-    Returns
-    -------
-    DataFrame with columns ``time`` (ISO-8601 strings), ``kind``, ``value``, ``unit``,
-    ``duration`` (minutes, NaN where absent), sorted by time; values in full precision.
-    ``df.attrs`` holds ``patient``, ``seed``, ``days``, ``start`` (ISO string) and
-    ``settings`` (the corruption settings), which `write_record` puts in its header.
-    Raises `RuntimeError` when simglucose is not installed.
+    Logging errors: logged grams = true grams x a lognormal factor of median
+    `carb_error_median` (0.9: a ~10 % under-count) and log-SD `carb_error_sd`, rounded (>= 1
+    g); a meal under `snack_grams` goes unlogged with probability `snack_skip_prob`; logged
+    times get a normal error of SD `meal_time_sd` minutes; ``floor(gaps_per_day * D)`` CGM
+    dropouts (plus one with the fractional part's probability), each of a uniform number of
+    samples within `gap_minutes`, and any other reading missing with probability
+    `missing_prob`. `bolus_on`: ``"logged"`` doses for the logged count (no bolus for an
+    unlogged snack), ``"true"`` for the meal eaten.
+
+    Returns a DataFrame with columns ``time`` (ISO-8601), ``kind``, ``value``, ``unit``,
+    ``duration``, sorted by time; ``df.attrs`` holds ``patient``, ``seed``, ``days``,
+    ``start`` and ``settings``, which `write_record` puts in its header. Raises
+    `RuntimeError` when simglucose is not installed.
     """
     if bolus_on not in ("logged", "true"):
         raise ValueError(f"bolus_on must be 'logged' or 'true', got {bolus_on!r}")
@@ -235,124 +220,127 @@ def generate_record(
         raise ValueError(f"gap_minutes must be 0 < low <= high, got {gap_minutes!r}")
     total = _minutes_of(days)
     t0 = datetime.fromisoformat(start) if isinstance(start, str) else start
-    T1DSimEnv, t1dpatient, CGMSensor, InsulinPump, RandomScenario, BBController = _import_simglucose()
-
+    log = _LogErrors(corrupt, carb_error_median, carb_error_sd, snack_grams, snack_skip_prob, meal_time_sd)
     # independent streams per (seed, patient): patients of one seed get different meals, noise and errors
     entropy = [int(seed), zlib.crc32(patient.encode())]
     scenario_seed, sensor_seed, log_seed = (int(s) for s in np.random.SeedSequence(entropy).generate_state(3))
     rng = np.random.default_rng(log_seed)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        sim = _Simulation(patient, t0, scenario_seed, sensor_seed)
+        events = sim.run(total, rng, log, bolus_on)
+    times, cgm, gs, gp = sim.readings(total)
+    keep = (_cgm_mask(len(times), total, rng, gaps_per_day, gap_minutes, missing_prob) if corrupt
+            else np.ones(len(times), bool))
+    rows = events + [(int(m), "cgm", float(v), math.nan) for m, v, k in zip(times, cgm, keep) if k]
+    rows += [(int(m), "cgm_true", float(v), math.nan) for m, v in zip(times, gs)]
+    rows += [(int(m), "bg_true", float(v), math.nan) for m, v in zip(times, gp)]
+    settings = dict(corrupt=False, bolus_on=bolus_on) if not corrupt else dict(
+        corrupt=True, carb_error_median=carb_error_median, carb_error_sd=carb_error_sd, snack_grams=snack_grams,
+        snack_skip_prob=snack_skip_prob, meal_time_sd=meal_time_sd, gaps_per_day=gaps_per_day,
+        gap_minutes=tuple(gap_minutes), missing_prob=missing_prob, bolus_on=bolus_on)
+    df = _frame(rows, t0)
+    df.attrs.update(patient=patient, seed=seed, days=days, start=t0.isoformat(timespec="seconds"), settings=settings)
+    return df
+
+
+def _frame(rows, t0: datetime) -> pd.DataFrame:
+    """Rows ``(minute, kind, value, duration)`` as a timeline table with ISO times, in time order."""
+    rows = sorted(rows, key=lambda r: (r[0], _KIND_ORDER[r[1]]))
+    return pd.DataFrame({
+        "time": [(t0 + timedelta(minutes=m)).isoformat(timespec="seconds") for m, *_ in rows],
+        "kind": [r[1] for r in rows],
+        "value": np.array([r[2] for r in rows], dtype=np.float64),
+        "unit": [_UNITS[r[1]] for r in rows],
+        "duration": np.array([r[3] for r in rows], dtype=np.float64),
+    })
+
+
+@dataclass(frozen=True)
+class _LogErrors:
+    """How the patient logs meals (see `generate_record`)."""
+
+    corrupt: bool
+    median: float
+    sd: float
+    snack_grams: float
+    skip_prob: float
+    time_sd: float
+
+
+class _Simulation:
+    """simglucose's own parts, driven by its ``SimObj.simulate`` loop."""
+
+    def __init__(self, patient: str, t0: datetime, scenario_seed: int, sensor_seed: int):
+        T1DSimEnv, t1dpatient, CGMSensor, InsulinPump, RandomScenario, BBController = _import_simglucose()
         params = pd.read_csv(t1dpatient.PATIENT_PARA_FILE)
         if not (params.Name == patient).any():
             raise ValueError(f"unknown simglucose patient {patient!r}")
         row = params.loc[params.Name == patient].squeeze()
-        vg = float(row.Vg)
-        pat = _fast_patient(t1dpatient.T1DPatient, row)
-        sensor = _RecordingSensor(CGMSensor.withName(SENSOR, seed=sensor_seed), vg)
-        pump = InsulinPump.withName(PUMP)
-        scenario = _RecordingScenario(RandomScenario(start_time=t0, seed=scenario_seed))
-        env = T1DSimEnv(pat, sensor, pump, scenario)
-        controller = BBController()
-        if sensor.sample_time != SAMPLE_TIME:
-            raise RuntimeError(f"simglucose {SENSOR} samples every {sensor.sample_time} min, expected {SAMPLE_TIME}")
+        self.t0 = t0
+        self.patient = _fast_patient(t1dpatient.T1DPatient, row)
+        self.sensor = _RecordingSensor(CGMSensor.withName(SENSOR, seed=sensor_seed), float(row.Vg))
+        self.pump = InsulinPump.withName(PUMP)
+        self.scenario = _RecordingScenario(RandomScenario(start_time=t0, seed=scenario_seed))
+        self.env = T1DSimEnv(self.patient, self.sensor, self.pump, self.scenario)
+        self.controller = BBController()
+        if self.sensor.sample_time != SAMPLE_TIME:
+            raise RuntimeError(f"simglucose {SENSOR} samples every {self.sensor.sample_time} min, "
+                               f"expected {SAMPLE_TIME}")
 
-        logged: list[tuple[int, float]] = []  # (minute, grams) as logged
-        basal: list[tuple[int, float]] = []   # (minute, U/h) at changes
-        bolus: list[tuple[int, float]] = []   # (minute, U over SAMPLE_TIME)
-        true_meals: list[tuple[int, float]] = []
-
-        # simglucose's SimObj.simulate loop
-        controller.reset()
+    def run(self, total: int, rng, log: _LogErrors, bolus_on: str) -> list[tuple[int, str, float, float]]:
+        """Simulate ``total`` minutes; the input rows (basal changes, boluses, meals logged and eaten)."""
+        env, pump, scenario = self.env, self.pump, self.scenario
+        rows: list[tuple[int, str, float, float]] = []
+        last_basal = None
+        self.controller.reset()
         obs, reward, done, info = env.reset()
-        while env.time < t0 + timedelta(minutes=total):
-            minute = int(round(pat.t))
-            action = controller.policy(obs, reward, done, **info)
+        while env.time < self.t0 + timedelta(minutes=total):
+            minute = int(round(self.patient.t))
+            action = self.controller.policy(obs, reward, done, **info)
             rate_basal = float(pump.basal(action.basal))  # U/min, as delivered each minute
             rate_bolus = float(pump.bolus(action.bolus))
-            if not basal or not math.isclose(basal[-1][1], rate_basal * 60, rel_tol=1e-12):
-                basal.append((minute, rate_basal * 60))
+            if last_basal is None or not math.isclose(last_basal, rate_basal * 60, rel_tol=1e-12):
+                last_basal = rate_basal * 60
+                rows.append((minute, "basal", last_basal, math.nan))
             if rate_bolus > 0:
-                bolus.append((minute, rate_bolus * env.sample_time))
+                rows.append((minute, "bolus", rate_bolus * env.sample_time, float(SAMPLE_TIME)))
             n_meals = len(scenario.meals)
             obs, reward, done, info = env.step(action)
             # meals announced during this step: log them now, so the next controller call can use the log
             window_logged = 0.0
             for when, grams in scenario.meals[n_meals:]:
-                m = int(round((when - t0).total_seconds() / 60))
-                true_meals.append((m, grams))
-                entry = _log_meal(m, grams, total, rng, corrupt, carb_error_median, carb_error_sd,
-                                  snack_grams, snack_skip_prob, meal_time_sd)
+                m = int(round((when - self.t0).total_seconds() / 60))
+                rows.append((m, "carbs_true", grams, math.nan))
+                entry = _log_meal(m, grams, total, rng, log)
                 if entry is not None:
-                    logged.append(entry)
+                    rows.append((entry[0], "carbs", entry[1], math.nan))
                     window_logged += entry[1]
             if bolus_on == "logged":
                 info = dict(info, meal=window_logged / env.sample_time)  # g/min, as the env reports meals
+        return rows
 
-    samples = sorted((t, v) for t, v in sensor.samples.items() if t < total)
-    times = np.array([int(round(t)) for t, _ in samples])
-    cgm, gs, gp = (np.array([v[i] for _, v in samples]) for i in range(3))
-    expected = np.arange(0, total, SAMPLE_TIME)
-    if not np.array_equal(times, expected):
-        raise RuntimeError("simglucose did not produce a reading every sample time")
-    keep = _cgm_mask(len(times), total, rng, gaps_per_day, gap_minutes, missing_prob) if corrupt else np.ones(len(times), bool)
-
-    rows: list[tuple[int, str, float, float]] = []
-    rows += [(m, "basal", v, math.nan) for m, v in basal]
-    rows += [(m, "bolus", v, float(SAMPLE_TIME)) for m, v in bolus]
-    rows += [(m, "carbs", g, math.nan) for m, g in logged]
-    rows += [(m, "carbs_true", g, math.nan) for m, g in true_meals]
-    rows += [(int(m), "cgm", float(v), math.nan) for m, v, k in zip(times, cgm, keep) if k]
-    rows += [(int(m), "cgm_true", float(v), math.nan) for m, v in zip(times, gs)]
-    rows += [(int(m), "bg", float(v), math.nan) for m, v in zip(times, gp)]
-    rows.sort(key=lambda r: (r[0], _KIND_ORDER[r[1]]))
-
-    df = pd.DataFrame(
-        {
-            "time": [(t0 + timedelta(minutes=m)).isoformat(timespec="seconds") for m, *_ in rows],
-            "kind": [r[1] for r in rows],
-            "value": np.array([r[2] for r in rows], dtype=np.float64),
-            "unit": [_UNITS[r[1]] for r in rows],
-            "duration": np.array([r[3] for r in rows], dtype=np.float64),
-        }
-    )
-    df.attrs.update(
-        patient=patient,
-        seed=seed,
-        days=days,
-        start=t0.isoformat(timespec="seconds"),
-        settings=(
-            dict(corrupt=False, bolus_on=bolus_on)
-            if not corrupt
-            else dict(
-                corrupt=True,
-                carb_error_median=carb_error_median,
-                carb_error_sd=carb_error_sd,
-                snack_grams=snack_grams,
-                snack_skip_prob=snack_skip_prob,
-                meal_time_sd=meal_time_sd,
-                gaps_per_day=gaps_per_day,
-                gap_minutes=tuple(gap_minutes),
-                missing_prob=missing_prob,
-                bolus_on=bolus_on,
-            )
-        ),
-    )
-    return df
+    def readings(self, total: int):
+        """``(times, cgm, Gs/Vg, Gp/Vg)`` of every sample time before ``total``."""
+        samples = sorted((t, v) for t, v in self.sensor.samples.items() if t < total)
+        times = np.array([int(round(t)) for t, _ in samples])
+        if not np.array_equal(times, np.arange(0, total, SAMPLE_TIME)):
+            raise RuntimeError("simglucose did not produce a reading every sample time")
+        cgm, gs, gp = (np.array([v[i] for _, v in samples]) for i in range(3))
+        return times, cgm, gs, gp
 
 
-def _log_meal(minute, grams, total, rng, corrupt, median, sd, snack_grams, skip_prob, time_sd):
+def _log_meal(minute, grams, total, rng, log: _LogErrors):
     """(minute, grams) as the patient logs the meal, or None when it goes unlogged.
 
     Every meal draws the same three numbers in the same order, so the log of one meal
     does not depend on the settings used for another."""
-    if not corrupt:
+    if not log.corrupt:
         return minute, grams
-    factor = median * math.exp(sd * rng.standard_normal())
-    skip = rng.random() < skip_prob
-    shift = time_sd * rng.standard_normal()
-    if grams < snack_grams and skip:
+    factor = log.median * math.exp(log.sd * rng.standard_normal())
+    skip = rng.random() < log.skip_prob
+    shift = log.time_sd * rng.standard_normal()
+    if grams < log.snack_grams and skip:
         return None
     logged_minute = min(max(minute + int(round(shift)), 0), total - 1)
     return logged_minute, float(max(1, round(grams * factor)))
@@ -400,7 +388,7 @@ def write_record(df: pd.DataFrame, path: str | PathLike, start: str | datetime |
     settings = ", ".join(f"{k}={v}" for k, v in attrs.get("settings", {}).items())
     lines = [
         f"# start: {start}",
-        "# generated by physiotwin.calibration.synthetic: "
+        "# generated by physiotwin.plugins.synthetic: "
         f"patient={attrs.get('patient')}, seed={attrs.get('seed')}, days={attrs.get('days')}, {settings}",
         "time,kind,value,unit,duration",
     ]

@@ -2,6 +2,13 @@
 and hypoglycaemia detection. Pure NumPy; glucose in mg/dL throughout; NaNs mark missing
 values and are ignored (pairwise, for the two-argument metrics).
 
+Registered (``register_metrics``) for the observation kinds ``cgm`` and ``bg``:
+
+- forecast metrics: ``zone_a`` (Clarke zone A, %), and ``hypo_sensitivity`` /
+  ``hypo_specificity`` (a reading below 70 mg/dL within the horizon, predicted when the
+  forecast path falls below 70 mg/dL at a 5-minute step);
+- the consensus summary of a series of readings (`cgm_metrics`).
+
 Sources
 -------
 * Battelino T, Danne T, Bergenstal RM, et al. Clinical targets for continuous glucose
@@ -29,6 +36,14 @@ import math
 
 import numpy as np
 
+from physiotwin.calibration.scores import mae, pairs, rmse
+from physiotwin.extensions import ForecastMetric, SeriesMetric
+from physiotwin.plugins import hookimpl
+
+HYPO = 70.0  # mg/dL
+STEP = 5  # min: a forecast path is checked for hypoglycaemia every 5 minutes (the CGM cadence)
+KINDS = ("cgm", "bg")
+
 __all__ = [
     "cgm_metrics",
     "clarke_zone_a",
@@ -42,16 +57,6 @@ __all__ = [
 
 def _values(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).ravel()
-
-
-def _pairs(pred, ref) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened (pred, ref) with every pair where either is NaN dropped."""
-    p, r = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if p.shape != r.shape:
-        raise ValueError(f"pred and ref must have the same shape, got {p.shape} and {r.shape}")
-    p, r = p.ravel(), r.ravel()
-    ok = ~(np.isnan(p) | np.isnan(r))
-    return p[ok], r[ok]
 
 
 def _percent(mask: np.ndarray) -> float:
@@ -120,18 +125,6 @@ def cgm_metrics(glucose, expected: int | None = None) -> dict[str, float]:
     }
 
 
-def rmse(pred, ref) -> float:
-    """Root-mean-square error over the pairs where neither value is NaN (NaN if none)."""
-    p, r = _pairs(pred, ref)
-    return float(np.sqrt(np.mean((p - r) ** 2))) if p.size else math.nan
-
-
-def mae(pred, ref) -> float:
-    """Mean absolute error over the pairs where neither value is NaN (NaN if none)."""
-    p, r = _pairs(pred, ref)
-    return float(np.mean(np.abs(p - r))) if p.size else math.nan
-
-
 def _zone_labels(p: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Clarke zone (0..4 for A..E) of each (pred, ref) pair, NaN-free arrays.
 
@@ -168,7 +161,7 @@ def clarke_zones(pred, ref) -> dict[str, float]:
     Pairs with a NaN are dropped; all zones are NaN when none is left. See `_zone_labels`
     for the zone definitions (Clarke et al., Diabetes Care 1987;10:622).
     """
-    p, r = _pairs(pred, ref)
+    p, r = pairs(pred, ref)
     if p.size == 0:
         return dict.fromkeys("ABCDE", math.nan)
     counts = np.bincount(_zone_labels(p, r), minlength=5)
@@ -178,7 +171,7 @@ def clarke_zones(pred, ref) -> dict[str, float]:
 def clarke_zone_a(pred, ref) -> float:
     """Percent of (pred, ref) pairs in Clarke zone A: ``|pred - ref| <= 0.2 ref``, or both
     below 70 mg/dL (Clarke et al. 1987). NaN pairs dropped; NaN when none is left."""
-    p, r = _pairs(pred, ref)
+    p, r = pairs(pred, ref)
     if p.size == 0:
         return math.nan
     return _percent((np.abs(p - r) <= 0.2 * r) | ((p < 70) & (r < 70)))
@@ -194,7 +187,7 @@ def hypo_detection(pred_min, ref_min, threshold: float = 70.0) -> dict[str, floa
     ``specificity`` = TN / non-events (NaN when there are none), ``events``,
     ``non_events``, ``true_positives`` and ``false_positives``.
     """
-    p, r = _pairs(pred_min, ref_min)
+    p, r = pairs(pred_min, ref_min)
     predicted, actual = p < threshold, r < threshold
     events, non_events = int(actual.sum()), int((~actual).sum())
     tp, fp = int((predicted & actual).sum()), int((predicted & ~actual).sum())
@@ -207,3 +200,34 @@ def hypo_detection(pred_min, ref_min, threshold: float = 70.0) -> dict[str, floa
         "true_positives": tp,
         "false_positives": fp,
     }
+
+
+# ---------------------------------------------------------------- registration
+def _zone_a(pred, observed, horizon):
+    return {"zone_a": clarke_zone_a(pred[:, horizon - 1], observed[:, horizon - 1])}
+
+
+def _hypo(pred, observed, horizon):
+    """A reading < 70 mg/dL within (o, o + h], against the forecast path's minimum at 5-min steps."""
+    steps = pred[:, STEP - 1:horizon:STEP] if horizon >= STEP else pred[:, :horizon]
+    pred_min = np.min(steps, axis=1)
+    seen = np.isfinite(observed).any(axis=1)
+    actual_min = np.where(seen, np.nanmin(np.where(np.isfinite(observed), observed, np.inf), axis=1), np.nan)
+    hd = hypo_detection(pred_min, actual_min, HYPO)
+    return {"hypo_sensitivity": hd["sensitivity"], "hypo_specificity": hd["specificity"]}
+
+
+def _describe(m) -> str:
+    return (f"mean {m['mean']:.0f} mg/dL, CV {m['cv']:.0f} %, GMI {m['gmi']:.1f} %, TIR {m['tir']:.0f} %, "
+            f"TBR<70 {m['tbr70']:.1f} %, TBR<54 {m['tbr54']:.1f} %, TAR>180 {m['tar180']:.0f} %, "
+            f"TAR>250 {m['tar250']:.0f} %, LBGI {m['lbgi']:.1f}, HBGI {m['hbgi']:.1f}")
+
+
+@hookimpl
+def register_metrics(register):
+    register(ForecastMetric("clarke_zone_a", KINDS, ("zone_a",), _zone_a,
+                            "Clarke error grid zone A, % of forecasts (Clarke 1987)"))
+    register(ForecastMetric("hypoglycaemia", KINDS, ("hypo_sensitivity", "hypo_specificity"), _hypo,
+                            "prediction of a reading below 70 mg/dL within the horizon"))
+    register(SeriesMetric("consensus", KINDS, lambda g, expected: cgm_metrics(g, expected=expected), _describe,
+                          "consensus CGM metrics (Battelino 2019), LBGI/HBGI (Kovatchev)", headline=("tir",)))

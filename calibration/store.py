@@ -1,0 +1,164 @@
+"""A twin on disk: a directory written atomically and read back bit-identically.
+
+``twin.json`` (readable metadata and checksums), ``arrays.npz`` (every fitted array,
+exact), ``networks.eqx`` (residual networks, equinox serialisation) and
+``record.csv`` (the record it was fitted on). Anything unreadable, corrupted or
+foreign is a `TwinError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import equinox as eqx
+import numpy as np
+
+from ..composer import compose
+from ..errors import TwinError, WiringError
+from .fit import FitResult
+from .hybrid import Hybrid
+from .settings import FitSettings
+from .space import ParameterSpace
+
+__all__ = ["write_twin", "read_twin", "FORMAT"]
+
+FORMAT = "physiotwin-twin/2"
+_VARIANTS = ("population", "mechanistic", "twin")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def _write_arrays(twin, tmp: Path) -> dict[str, str]:
+    r = twin.result
+    corr = {f"corr_{name}": v for name, v in r.corrections.items()}
+    np.savez(tmp / "arrays.npz", z=r.z, z_mech=r.z_mech, errors=r.errors, errors_mech=r.errors_mech, init=r.init,
+             end_state=r.end_state, scale=twin.scale, **corr)
+    files = {"arrays.npz": _sha(tmp / "arrays.npz")}
+    if r.hybrid is not None:
+        eqx.tree_serialise_leaves(tmp / "networks.eqx", r.hybrid)
+        files["networks.eqx"] = _sha(tmp / "networks.eqx")
+    if twin.record_text is not None:
+        (tmp / "record.csv").write_text(twin.record_text)
+        files["record.csv"] = _sha(tmp / "record.csv")
+    return files
+
+
+def _metadata(twin, files: dict) -> dict:
+    r = twin.result
+    return {
+        "format": FORMAT,
+        "organs": twin.organs,
+        "state_names": list(twin.model.state_names),
+        "param_names": list(twin.model.param_names),
+        "observations": [{"name": n, "kind": om.kind, "options": o}
+                         for (n, o), om in zip(twin.observation_specs, twin.observations)],
+        "space": twin.space.to_json(),
+        "settings": asdict(twin.settings),
+        "filters": twin.filters,
+        "hybrid": None if r.hybrid is None else r.hybrid.spec(),
+        "record": twin.record_source,
+        "parameters": {v: twin.parameters(v) for v in _VARIANTS},
+        "errors": {v: dict(zip(twin.kinds, twin.errors(v))) for v in _VARIANTS if v != "population"},
+        "corrections": {name: [float(x) for x in np.exp(v)] for name, v in r.corrections.items()},
+        "diagnostics": r.diagnostics,
+        "history": r.history,
+        "files": files,
+    }
+
+
+def write_twin(twin, directory) -> Path:
+    """Write ``twin`` to ``directory`` (created; an existing twin there is replaced atomically)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".twin-", dir=directory.parent))
+    try:
+        files = _write_arrays(twin, tmp)
+        (tmp / "twin.json").write_text(json.dumps(_metadata(twin, files), indent=1, default=_json_default))
+        if directory.exists():
+            if not (directory / "twin.json").exists() and any(directory.iterdir()):
+                raise TwinError(f"{directory}: exists and is not a twin directory; not overwriting it")
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _read_meta(directory: Path) -> dict:
+    meta_path = directory / "twin.json"
+    if not meta_path.is_file():
+        raise TwinError(f"{directory}: not a twin directory (no twin.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TwinError(f"{meta_path}: corrupted ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise TwinError(f"{meta_path}: not a {FORMAT} file (found {found!r}; a twin saved by another version of "
+                        f"physiotwin must be calibrated again)")
+    for name, digest in meta.get("files", {}).items():
+        p = directory / name
+        if not p.is_file():
+            raise TwinError(f"{p}: missing")
+        if _sha(p) != digest:
+            raise TwinError(f"{p}: corrupted (checksum does not match twin.json)")
+    return meta
+
+
+def _model_of(meta: dict, meta_path: Path):
+    try:
+        model = compose(meta["organs"])
+    except WiringError as err:
+        raise TwinError(f"{meta_path}: the twin's organs {meta['organs']} cannot be composed here: {err}") from None
+    except (KeyError, TypeError) as err:
+        raise TwinError(f"{meta_path}: corrupted (no usable 'organs': {err})") from None
+    if list(model.state_names) != meta.get("state_names") or list(model.param_names) != meta.get("param_names"):
+        raise TwinError(f"{meta_path}: the installed organs {meta['organs']} no longer declare the states/parameters "
+                        f"this twin was fitted with (another organ version or composition)")
+    return model
+
+
+def read_twin(directory) -> dict:
+    """The parts of a saved twin, as the keyword arguments of `Twin`."""
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    model = _model_of(meta, directory / "twin.json")
+    try:
+        arrays = np.load(directory / "arrays.npz")
+        hybrid = None
+        if meta.get("hybrid") is not None:
+            hybrid = eqx.tree_deserialise_leaves(directory / "networks.eqx", Hybrid.from_spec(model, meta["hybrid"]))
+        corr = {k[len("corr_"):]: arrays[k] for k in arrays.files if k.startswith("corr_")}
+        result = FitResult(z=arrays["z"], z_mech=arrays["z_mech"], errors=arrays["errors"],
+                           errors_mech=arrays["errors_mech"], corrections=corr, init=arrays["init"],
+                           end_state=arrays["end_state"], hybrid=hybrid, scale=arrays["scale"],
+                           history=meta.get("history", []), diagnostics=meta.get("diagnostics", {}))
+        space = ParameterSpace.from_json(meta["space"])
+        settings = FitSettings(**{k: v for k, v in meta["settings"].items() if k in FitSettings.__dataclass_fields__})
+        observations = [(o["name"], o.get("options", {})) for o in meta["observations"]]
+        if space.names and max(space.index) >= len(model.param_names):
+            raise ValueError("fitted parameter index out of range")
+    except (KeyError, ValueError, TypeError, RuntimeError, OSError, WiringError) as err:
+        raise TwinError(f"{directory}: cannot be read as a twin of {meta.get('organs')} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    record_text = (directory / "record.csv").read_text() if (directory / "record.csv").is_file() else None
+    return dict(organs=meta["organs"], observations=observations, space=space, result=result, settings=settings,
+                filters=meta["filters"], scale=arrays["scale"], record_source=meta.get("record", ""),
+                record_text=record_text, model=model)
+
