@@ -18,7 +18,9 @@ what was known at each origin, and is scored, kind by kind, against the readings
 Generic scores per kind, model and horizon: ``n`` (origins with a reading at origin +
 horizon), RMSE and MAE (in the kind's unit), RMSE relative to persistence; when the
 record carries the kind's ground truth (a ``truth_of`` kind of a simulated record),
-the RMSE against it too. Plugins add their own metrics per kind (``register_metrics``:
+the RMSE against it too, at every scored origin where the truth is known (``n_true``).
+Model forecasts that are not finite (a solver failure) are left out of the scores and
+counted in `Evaluation.failures`. Plugins add their own metrics per kind (``register_metrics``:
 e.g. Clarke zone A for glucose), and summaries of the record's readings.
 """
 
@@ -48,10 +50,11 @@ class Evaluation:
     record: str
     descriptions: dict = field(default_factory=dict)  # {kind: one line for people}
     notes: list = field(default_factory=list)
+    failures: dict = field(default_factory=dict)  # {variant: scored origins whose forecast is not finite}
 
     def markdown(self) -> str:
-        cols = [c for c in self.table.columns if c not in ("n",)]
-        t = self.table[cols].copy()
+        cols = list(self.table.columns)
+        t = self.table
         head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
         rows = "".join("| " + " | ".join(_fmt(v) for v in r) + " |\n" for r in t.itertuples(index=False))
         return head + rows
@@ -153,7 +156,8 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
     for h in horizons:
         target = obs_all[origins + h - 1]
         observed = np.stack([obs_all[origins + k - 1] for k in range(1, h + 1)], axis=1)
-        common = keep & np.isfinite(target) & np.all([np.isfinite(p[:, h - 1]) for p in paths.values()], axis=0)
+        finite_all = np.all([np.isfinite(p[:, h - 1]) for p in paths.values()], axis=0)
+        common = keep & np.isfinite(target) & finite_all
         ref = ref_true = None
         for name, p in paths.items():
             pred = p[:, h - 1]
@@ -163,8 +167,9 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
             row["rmse_vs_persistence"] = row["rmse"] / ref if ref else np.nan
             for m in metrics:
                 row.update(m.score(p[common, :h], observed[common], h))
-            if truth is not None:
-                mt = common & np.isfinite(truth[origins + h - 1])
+            if truth is not None:  # against the truth wherever it is known, reading or not
+                mt = keep & np.isfinite(truth[origins + h - 1]) & finite_all
+                row["n_true"] = int(mt.sum())
                 row["rmse_true"] = rmse(pred[mt], truth[origins + h - 1][mt])
                 ref_true = row["rmse_true"] if ref_true is None else ref_true
                 row["rmse_true_vs_persistence"] = row["rmse_true"] / ref_true if ref_true else np.nan
@@ -214,6 +219,10 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
             if m.describe is not None:
                 ev.descriptions[kind] = m.describe(summary)
     ev.table = pd.DataFrame(rows)
+    for v, p in model_paths.items():
+        bad = int((~np.isfinite(p[keep, :, :])).any(axis=(1, 2)).sum())
+        if bad:
+            ev.failures[v] = bad
     if ev.table.empty or int(ev.table["n"].max()) == 0:
         raise CalibrationError(f"{record.source}: nothing to score: no reading of {', '.join(twin.kinds)} at any "
                                f"origin + horizon after the {warmup}-min warm-up")

@@ -33,7 +33,7 @@ from ..integrate import FixedSteps
 from ..observation import ObservationModel
 from .hybrid import TwinField
 
-__all__ = ["Filter", "filter_states", "tune_filter", "P0_SCALE"]
+__all__ = ["Filter", "filter_states", "kalman_update", "tune_filter", "P0_SCALE", "GATE", "MAX_MOVE"]
 
 P0_SCALE = 0.3  # initial state uncertainty, as a fraction of each state's typical size
 
@@ -69,8 +69,17 @@ class Filter(eqx.Module):
                      for a in ("rho", "error_var", "reading_var"))
 
 
-def _update(x, P, y_pred, outs, Hy, z, r, S, k):
-    """Sequential update with the reading ``z`` of kind ``k`` (skipped when absent)."""
+GATE = 4.0  # a reading's innovation is clipped at GATE predicted SDs (a Huber-type robust update)
+MAX_MOVE = 0.5  # largest correction of any model state by one reading, as a fraction of its typical size
+
+
+def kalman_update(x, P, y_pred, outs, Hy, z, r, S, k, scale):
+    """Sequential update with the reading ``z`` of kind ``k`` (skipped when absent).
+
+    Robust to readings the linearisation cannot explain: the innovation is clipped at
+    `GATE` predicted SDs, and the correction is shrunk so that no model state moves by
+    more than `MAX_MOVE` of its typical size ``scale``. The covariance is updated with
+    the gain actually applied (Joseph form, valid for any gain), so it stays honest."""
     nk = Hy.shape[0]
     H = jnp.concatenate([Hy[k], jnp.zeros(nk).at[k].set(1.0)])
     present = jnp.isfinite(z)
@@ -78,6 +87,10 @@ def _update(x, P, y_pred, outs, Hy, z, r, S, k):
     innov = jnp.where(present, z - predicted, 0.0)
     s = H @ P @ H + r
     K = P @ H / s
+    bound = GATE * jnp.sqrt(s)
+    gate = jnp.where(jnp.abs(innov) > bound, bound / jnp.maximum(jnp.abs(innov), 1e-300), 1.0)
+    move = jnp.max(jnp.abs(K[:S] * innov * gate) / scale)
+    K = K * gate * jnp.minimum(1.0, MAX_MOVE / jnp.maximum(move, 1e-300))
     x = x + jnp.where(present, K * innov, 0.0)
     IKH = jnp.eye(x.shape[0]) - jnp.outer(K, H)
     P = jnp.where(present, IKH @ P @ IKH.T + r * jnp.outer(K, K), P)  # Joseph form
@@ -107,7 +120,7 @@ def filter_states(flt: Filter, inputs: Inputs, obs: jax.Array, y0: jax.Array, q:
         Hy = jax.jacrev(lambda yy: flt.observed(t + 1.0, yy, u))(y)
         x, nll = jnp.concatenate([y, e]), jnp.zeros(())
         for i in range(nk):
-            x, P, n_i = _update(x, P, y, outs, Hy, obs[i, k], r[i], S, i)
+            x, P, n_i = kalman_update(x, P, y, outs, Hy, obs[i, k], r[i], S, i, flt.scale)
             nll = nll + n_i
         P = 0.5 * (P + P.T)
         y = jnp.where(flt.nonneg, jnp.maximum(x[:S], 0.0), x[:S])

@@ -378,7 +378,8 @@ def forecast(twin_dir, record, horizons, every, ignore, variant, out) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
     """Score a twin's forecasts on RECORD, kind by kind, beside persistence, linear AR, population and
-    mechanistic baselines. Exits 1 when there is nothing to score."""
+    mechanistic baselines. Exits 1 when there is nothing to score, 3 when some
+    forecasts are not finite (left out of the scores)."""
     from .calibration.evaluate import evaluate as run
     from .calibration.twin import Twin
     from .io import atomic_write_text, check_writable
@@ -398,6 +399,10 @@ def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
     if out:
         atomic_write_text(out, ev.table.to_csv(index=False))
         click.echo(f"wrote {out}")
+    if ev.failures:
+        failed = ", ".join(f"{v} at {n} origins" for v, n in ev.failures.items())
+        click.echo(f"warning: forecasts not finite (solver failure), left out of the scores: {failed}", err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,29 @@ def test_a_misspelled_hook_is_refused(monkeypatch):
     with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'register_organ'"):
         pm.check_pending()
     assert plugin_manager().check_pending() is None  # the installed plugins are fine
+
+
+def test_the_filter_update_is_robust_to_readings_it_cannot_explain():
+    """A reading far outside its predicted spread moves the state at most MAX_MOVE of each
+    state's typical size, the innovation is clipped at GATE SDs, and the covariance stays
+    symmetric positive definite; an ordinary reading gets the plain Kalman update."""
+    from physiotwin.calibration.filter import GATE, MAX_MOVE, kalman_update
+
+    S = 2
+    x = jnp.asarray([100.0, 1.0, 0.0])  # two model states, one reading-error state
+    P = jnp.diag(jnp.asarray([400.0, 0.25, 4.0]))
+    Hy = jnp.asarray([[1.0, 0.0]])
+    scale = jnp.asarray([100.0, 1.0])
+    outs = jnp.asarray([100.0])
+    r = 4.0
+    x1, P1, _ = kalman_update(x, P, x[:S], outs, Hy, jnp.asarray(103.0), r, S, 0, scale)
+    s = 400.0 + 4.0 + r
+    assert float(x1[0]) == pytest.approx(100.0 + 400.0 / s * 3.0, rel=1e-12)  # plain update
+    x2, P2, _ = kalman_update(x, P, x[:S], outs, Hy, jnp.asarray(1e4), r, S, 0, scale)
+    moved = np.abs(np.asarray(x2[:S] - x[:S])) / np.asarray(scale)
+    assert moved.max() <= MAX_MOVE + 1e-12 and moved.max() > 0
+    assert float(x2[0] - x[0]) <= GATE * math.sqrt(s) * 400.0 / s + 1e-9
+    for Pn in (P1, P2):
+        assert np.allclose(Pn, Pn.T) and np.all(np.linalg.eigvalsh(np.asarray(Pn)) > 0)
+    x3, P3, nll = kalman_update(x, P, x[:S], outs, Hy, jnp.asarray(np.nan), r, S, 0, scale)
+    assert np.array_equal(x3, x) and np.array_equal(P3, P) and float(nll) == 0.0
