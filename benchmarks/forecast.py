@@ -20,6 +20,8 @@ the targets of the issue, as Markdown, and the raw rows as CSV next to it.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 import json
 import os
 import sys
@@ -130,11 +132,15 @@ def main(argv=None) -> int:
         print(f"no *_train.csv in {args.records}; run benchmarks/make_records.py with --split 7", file=sys.stderr)
         return 1
     rows, timings = [], []
-    for train in pairs:
-        test = train.with_name(train.name.replace("_train.csv", "_test.csv"))
-        r, t = run_pair(train, test, args.cores, args.seed)
-        rows += r
-        timings += t
+    # one fresh process per record, one after the other: each calibration starts as a CLI
+    # user's would (compiled programs from the persistent cache only), and memory is returned
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1, initializer=_setup) as pool:
+        for train in pairs:
+            test = train.with_name(train.name.replace("_train.csv", "_test.csv"))
+            r, t = pool.submit(run_pair, train, test, args.cores, args.seed).result()
+            rows += r
+            timings += t
     rows, timings = pd.DataFrame(rows), pd.DataFrame(timings)
     text = markdown(rows, timings)
     print(text)
