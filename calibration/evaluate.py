@@ -207,7 +207,11 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
         paths = {"persistence": np.repeat(last[:, None], H, axis=1)}
         try:
             coefs, step = fit_ar(train, kind, H)
-            paths["linear_ar"] = _ar_paths(coefs, step, obs, origins)
+            ar = _ar_paths(coefs, step, obs, origins)
+            if np.isfinite(ar[keep]).any():
+                paths["linear_ar"] = ar
+            else:
+                ev.notes.append(f"{kind}: no linear_ar baseline (no scored origin has {AR_LAGS} recent readings)")
         except CalibrationError as err:
             ev.notes.append(f"{kind}: no linear_ar baseline ({err})")
         paths.update({v: p[..., k] for v, p in model_paths.items()})
