@@ -61,7 +61,7 @@ def make_record(out: Path, days: int, train_days: int, seed: int) -> tuple[Path,
     return Path(train), Path(test), dict(df.attrs)
 
 
-def sodium_timeline(days: int, switch_day: int, basal: float):
+def sodium_timeline(switch_day: int, basal: float):
     import pandas as pd
 
     rows = [(0.0, "basal", basal, "U/h"), (0.0, "sodium_intake", 250.0, "mmol/day"),
@@ -76,16 +76,14 @@ def whatif(twin_dir: Path, attrs: dict) -> dict:
 
     import physiotwin as pt
     from physiotwin.calibration import Twin
+    from physiotwin.plugins.cardiorenal_records import truth_patient
 
     twin = Twin.load(twin_dir)
-    truth = pt.bundled_patients().loc[[attrs["patient"]]].drop(columns=["source"]).reset_index()
-    for name, value in attrs["truth"].items():
-        truth[name] = value
-    basal = float(truth["u2ss"].iloc[0] * truth["BW"].iloc[0] / 6000.0 * 60.0)
+    truth, basal = truth_patient(attrs["patient"], attrs["truth"])
     names = twin.model.param_names
     table = pd.DataFrame([twin.theta("twin"), twin.theta("population")], columns=names)
     table.insert(0, "patient", ["twin", "population"])
-    tl = sodium_timeline(WHATIF_DAYS, SWITCH_DAY, basal)
+    tl = sodium_timeline(SWITCH_DAY, basal)
     runs = {}
     for label, patients in (("truth", truth), ("models", table)):
         ds = pt.simulate(list(twin.organs), patients, tl, days=WHATIF_DAYS, every=60.0)
@@ -166,7 +164,7 @@ def whatif_figure(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def markdown(runs: list[dict], params: list[dict], evaluation, result: dict, attrs: dict) -> str:
+def markdown(runs: list[dict], params: list[dict], evaluation, result: dict) -> str:
     lines = ["| command | exit | wall s | peak memory GB |", "|---|---|---|---|"]
     lines += [f"| `{r['command']}` | {r['exit']} | {r['seconds']:.0f} | "
               f"{r['peak_gb']:.1f} |" for r in runs]
@@ -224,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     print((out / "calibrate.log").read_text())
     print(evaluation.to_string())
     print(json.dumps(result["summary"], indent=1))
-    text = markdown(runs, params, evaluation, result, attrs)
+    text = markdown(runs, params, evaluation, result)
     (out / "results.md").write_text(text)
     if args.markdown:
         Path(args.markdown).write_text(text)

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-__all__ = ["generate_cardiorenal_record", "TRUTH", "ORGANS", "write_cardiorenal_record"]
+__all__ = ["generate_cardiorenal_record", "TRUTH", "ORGANS", "truth_patient", "write_cardiorenal_record"]
 
 ORGANS = ("glucose", "cardiovascular", "renal")
 # a hypertensive patient with reduced kidney function (CKD stage 3): fewer nephrons, salt
@@ -124,6 +124,18 @@ def _readings(ds, days: int, rng, ambulatory_day: int) -> list[tuple[float, str,
     return rows
 
 
+def truth_patient(patient: str = "adult#001", truth: dict | None = None):
+    """The truth model's patient table (one row: the bundled patient's glucose parameters
+    and `TRUTH`, overridden by ``truth``) and the patient's steady-state basal rate (U/h)."""
+    import physiotwin as pt
+
+    table = pt.bundled_patients().loc[[patient]].drop(columns=["source"]).reset_index()
+    for name, value in {**TRUTH, **(truth or {})}.items():
+        table[name] = value
+    basal = float(table["u2ss"].iloc[0] * table["BW"].iloc[0] / 6000.0 * 60.0)  # pmol/kg/min -> U/h
+    return table, basal
+
+
 def generate_cardiorenal_record(patient: str = "adult#001", days: int = 14, seed: int = 0,
                                 start: str = "2026-01-05T00:00", truth: dict | None = None,
                                 sodium_mean: float = 220.0, ambulatory_day: int = 9) -> pd.DataFrame:
@@ -132,11 +144,8 @@ def generate_cardiorenal_record(patient: str = "adult#001", days: int = 14, seed
     import physiotwin as pt
 
     rng = np.random.default_rng([seed, 20260105])
-    table = pt.bundled_patients().loc[[patient]].drop(columns=["source"]).reset_index()
+    table, basal = truth_patient(patient, truth)
     params = {**TRUTH, **(truth or {})}
-    for name, value in params.items():
-        table[name] = value
-    basal = float(table["u2ss"].iloc[0] * table["BW"].iloc[0] / 6000.0 * 60.0)  # U/h
     inputs, logged = _inputs(days, rng, basal, sodium_mean)
     frame = pd.DataFrame([(t, k, v, UNITS.get(k, "1"), d) for t, k, v, d in inputs],
                          columns=["time", "kind", "value", "unit", "duration"])
