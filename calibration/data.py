@@ -25,7 +25,7 @@ from ..inputs import Inputs, minute_inputs
 from ..observation import ObservationModel
 from ..timeline import Timeline
 
-__all__ = ["Record", "CorrectionPlan", "prepare_record", "readings_on_grid", "previous_reading", "split_record",
+__all__ = ["Record", "CorrectionPlan", "correction_plans", "prepare_record", "readings_on_grid", "previous_reading", "split_record",
            "record_minutes", "timeline_text", "observed_kinds", "check_kinds"]
 
 
@@ -108,7 +108,8 @@ def check_kinds(tl: Timeline, explained: Sequence[str], source: str, ignore: Seq
                                    f"--ignore-kind {kind} to leave them out")
 
 
-def _correction_plans(model: Model, tl: Timeline, corrections: Sequence[InputCorrection], minutes: int):
+def correction_plans(model: Model, tl: Timeline, corrections: Sequence[InputCorrection], minutes: int):
+    """The `CorrectionPlan` of every correction that applies to ``tl`` and ``model``."""
     signals = [n.split(".", 1)[1] for n in model.signal_names]
     plans = []
     for c in corrections:
@@ -144,7 +145,7 @@ def prepare_record(model: Model, tl: Timeline, observations: Sequence[Observatio
     if tl.start is not None:
         day0 = tl.start.hour * 60.0 + tl.start.minute + tl.start.second / 60.0
     return Record(tl, obs_minutes, minute_inputs(model, tl, obs_minutes), kinds, obs,
-                  _correction_plans(model, tl, corrections, obs_minutes), day0, source, tl.start)
+                  correction_plans(model, tl, corrections, obs_minutes), day0, source, tl.start)
 
 
 def split_record(tl: Timeline, at: float) -> tuple[Timeline, Timeline]:

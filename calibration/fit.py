@@ -54,7 +54,8 @@ from .problem import Problem, rest_signals, build_problem, substeps
 from .settings import FitSettings
 from .space import ParameterSpace, error_space
 
-__all__ = ["FitSettings", "FitResult", "fit_record", "rest_state", "prepare_fit", "check_informed"]
+__all__ = ["FitSettings", "FitResult", "fit_record", "rest_state", "prepare_fit", "check_informed",
+           "laplace_covariance"]
 
 
 @dataclass
@@ -72,6 +73,10 @@ class FitResult:
     scale: np.ndarray | None = None  # typical size of each state (filter and shooting units)
     history: list[dict] = field(default_factory=list)
     diagnostics: dict = field(default_factory=dict)
+    # for replays (`physiotwin.calibration.whatif`), per variant ("twin", "mechanistic"): the
+    # fitted start and end state of every shooting window, and the Laplace covariance of z
+    windows: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    covariance: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def rest_state(model: Model, theta, first_inputs, rest=None):
@@ -185,17 +190,18 @@ def _hybrid_stage(cal: Objective, prob: Problem, mech, diag_warnings: list, hist
     return jax.tree_util.tree_map(lambda a: a[0], best_h), net, float(val_h[0])
 
 
-def gauss_newton(cal: Objective, params, prob: Problem) -> np.ndarray:
+def gauss_newton(cal: Objective, params, prob: Problem, hybrid: Hybrid | None = None) -> np.ndarray:
     """Curvature of the negative log posterior in the fitted parameters (transformed), the
-    other unknowns held at ``params``: the Gauss-Newton approximation of the data and
-    continuity terms (Jacobians by forward mode) plus the exact prior curvature."""
+    other unknowns (and the networks of ``hybrid``) held at ``params``: the Gauss-Newton
+    approximation of the data and continuity terms (Jacobians by forward mode) plus the
+    exact prior curvature."""
     nk = len(cal.obs_cols)
 
     def predict(z):
         p = {**params, "z": z}
         theta = cal.space.theta(z)
         ys = cal.starts(p, prob, theta)
-        y_end, observed = cal.run_windows(cal.field(theta, None, prob), ys, cal.corrected_windows(p, prob),
+        y_end, observed = cal.run_windows(cal.field(theta, hybrid, prob), ys, cal.corrected_windows(p, prob),
                                           prob.win_t0)
         return observed[..., :nk], (y_end[:-1] - ys[1:]) / (prob.scale * cal.settings.continuity)
 
@@ -213,11 +219,19 @@ def gauss_newton(cal: Objective, params, prob: Problem) -> np.ndarray:
 gauss_newton_jit = eqx.filter_jit(gauss_newton)
 
 
-def _identifiability(cal: Objective, params, prob: Problem, model: Model, informed) -> list[dict]:
+def laplace_covariance(hess: np.ndarray) -> np.ndarray:
+    """The Laplace approximation's covariance of the transformed parameters: the inverse of
+    the curvature (a pseudo-inverse on its positive part when it is not positive definite)."""
+    hess = 0.5 * (hess + hess.T)
+    w, v = np.linalg.eigh(hess)
+    w = np.where(w > 1e-10 * max(float(np.max(np.abs(w), initial=0.0)), 1e-300), w, np.inf)
+    return (v / w) @ v.T
+
+
+def _identifiability(cal: Objective, params, prob: Problem, model: Model, informed, hess) -> list[dict]:
     space = cal.space
     if not space.names:
         return []
-    hess = np.asarray(gauss_newton_jit(cal, params, prob))
     values = np.asarray(space.values(jnp.asarray(params["z"])))
     prior_values = np.asarray(space.values(jnp.asarray(space.mu)))
     units = [model.declaration(n).unit for n in space.names]
@@ -297,7 +311,9 @@ def fit_record(model: Model, record: Record, observations: Sequence[ObservationM
              "mechanistic_validation_score": float(val[k]), "multistart_validation_score": [float(v) for v in val],
              "chosen_start": k, "not_informed": [n for n, ok in informed.items() if not ok], "warnings": warnings}
     diag = _diagnostics(cal, prob, record, final, net, arrays, shape, extra)
-    diag["identifiability"] = _identifiability(cal, mech, prob, model, informed) + [
+    hess_mech = np.asarray(gauss_newton_jit(cal, mech, prob)) if space.names else np.zeros((0, 0))
+    hess = hess_mech if net is None or not space.names else np.asarray(gauss_newton_jit(cal, final, prob, net))
+    diag["identifiability"] = _identifiability(cal, mech, prob, model, informed, hess_mech) + [
         {"parameter": n, "verdict": "not informed"} for n, ok in informed.items() if not ok]
     diag["seconds"] = time.perf_counter() - t_start
     return FitResult(
@@ -305,7 +321,10 @@ def fit_record(model: Model, record: Record, observations: Sequence[ObservationM
         errors_mech=np.asarray(mech["errors"]),
         corrections={c.name: np.asarray(v)[:c.n_events] for c, v in zip(record.corrections, final["corr"])},
         init=np.asarray(final["init"]), end_state=np.asarray(arrays["end_state"]), hybrid=net,
-        scale=np.asarray(prob.scale), history=history, diagnostics=diag), space
+        scale=np.asarray(prob.scale), history=history, diagnostics=diag,
+        windows={"twin": (np.asarray(arrays["starts"]), np.asarray(arrays["y_end"])),
+                 "mechanistic": (np.asarray(mech_arrays["starts"]), np.asarray(mech_arrays["y_end"]))},
+        covariance={"twin": laplace_covariance(hess), "mechanistic": laplace_covariance(hess_mech)}), space
 
 
 def _subspace(space: ParameterSpace, names: Sequence[str]) -> ParameterSpace:

@@ -23,7 +23,7 @@ from .data import Record, previous_reading
 from .hybrid import TwinField
 from .settings import FitSettings
 
-__all__ = ["Problem", "build_problem", "windows_of", "corrected", "substeps", "rest_signals"]
+__all__ = ["Problem", "build_problem", "windows_of", "split_windows", "corrected", "substeps", "rest_signals"]
 
 MIN_SUBSTEPS = 2  # Ralston steps per minute, at least
 
@@ -84,7 +84,8 @@ def windows_of(record: Record, settings: FitSettings) -> tuple[int, int, int]:
     return W, L, total - W * L
 
 
-def _split(inputs: Inputs, W: int, L: int) -> tuple[Inputs, Inputs]:
+def split_windows(inputs: Inputs, W: int, L: int) -> tuple[Inputs, Inputs]:
+    """A minute layout cut into ``W`` windows of ``L`` minutes (``[W, L]`` pieces) and the rest."""
     def head(a):
         return a[:W * L].reshape((W, L) + a.shape[1:])
 
@@ -132,7 +133,7 @@ def build_problem(model: Model, record: Record, settings: FitSettings, theta0, y
     gives each window a first start and each state its typical size. Returns ``(problem,
     (W, L, V), samples)``, ``samples``: states and inputs at points of that trajectory."""
     W, L, V = windows_of(record, settings)
-    win, val = _split(record.inputs, W, L)
+    win, val = split_windows(record.inputs, W, L)
     obs = record.obs[:, :W * L].reshape(len(record.kinds), W, L)
     if not np.isfinite(obs).any():
         raise CalibrationError(f"{record.source}: no readings fall in the fitted part of the record "

@@ -46,8 +46,11 @@ def _json_default(o):
 def _write_arrays(twin, tmp: Path) -> dict[str, str]:
     r = twin.result
     corr = {f"corr_{name}": v for name, v in r.corrections.items()}
+    replay = {f"{what}_{variant}": a for variant, (starts, ends) in r.windows.items()
+              for what, a in (("window_starts", starts), ("window_ends", ends))}
+    replay.update({f"covariance_{variant}": c for variant, c in r.covariance.items()})
     np.savez(tmp / "arrays.npz", z=r.z, z_mech=r.z_mech, errors=r.errors, errors_mech=r.errors_mech, init=r.init,
-             end_state=r.end_state, scale=twin.scale, **corr)
+             end_state=r.end_state, scale=twin.scale, **corr, **replay)
     files = {"arrays.npz": _sha(tmp / "arrays.npz")}
     if r.hybrid is not None:
         eqx.tree_serialise_leaves(tmp / "networks.eqx", r.hybrid)
@@ -145,10 +148,15 @@ def read_twin(directory) -> dict:
         if meta.get("hybrid") is not None:
             hybrid = eqx.tree_deserialise_leaves(directory / "networks.eqx", Hybrid.from_spec(model, meta["hybrid"]))
         corr = {k[len("corr_"):]: arrays[k] for k in arrays.files if k.startswith("corr_")}
+        # twins saved before what-if support have neither (`Twin.whatif` says so)
+        windows = {v: (arrays[f"window_starts_{v}"], arrays[f"window_ends_{v}"]) for v in _VARIANTS
+                   if f"window_starts_{v}" in arrays.files}
+        covariance = {v: arrays[f"covariance_{v}"] for v in _VARIANTS if f"covariance_{v}" in arrays.files}
         result = FitResult(z=arrays["z"], z_mech=arrays["z_mech"], errors=arrays["errors"],
                            errors_mech=arrays["errors_mech"], corrections=corr, init=arrays["init"],
                            end_state=arrays["end_state"], hybrid=hybrid, scale=arrays["scale"],
-                           history=meta.get("history", []), diagnostics=meta.get("diagnostics", {}))
+                           history=meta.get("history", []), diagnostics=meta.get("diagnostics", {}),
+                           windows=windows, covariance=covariance)
         space = ParameterSpace.from_json(meta["space"])
         settings = FitSettings(**{k: v for k, v in meta["settings"].items() if k in FitSettings.__dataclass_fields__})
         observations = [(o["name"], o.get("options", {})) for o in meta["observations"]]

@@ -231,6 +231,25 @@ class Twin:
             ds.attrs["warning"] = "some forecasts are not finite (solver failure)"
         return ds
 
+    # ------------------------------------------------------------ what if
+    def whatif(self, timeline, samples: int = 0, *, variant: str = "twin", seed: int = 0, every: int = 5,
+               inflation: float = 1.0) -> xr.Dataset:
+        """Replay the fitted record under a changed ``timeline`` (path or `Timeline`): the
+        states and outputs of the twin, each observed kind under the record and the new
+        timeline with its metrics side by side, and with ``samples`` > 0, draws and
+        quantiles from the twin's posterior (see `physiotwin.calibration.whatif`)."""
+        from ..simulate import require_x64
+        from .whatif import whatif_arrays, whatif_dataset
+
+        require_x64()
+        if variant not in VARIANTS:
+            raise CalibrationError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+        if int(samples) < 0 or int(every) < 1:
+            raise CalibrationError("samples must be >= 0 and every >= 1 minute")
+        tl, source = read_record(timeline)
+        res = whatif_arrays(self, tl, variant, int(samples), int(seed), int(every), float(inflation))
+        return whatif_dataset(self, res, source, variant, seed, inflation)
+
     # ------------------------------------------------------------ persistence
     def save(self, directory) -> Path:
         """Write the twin to ``directory`` (created; an existing twin there is replaced atomically)."""

@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -97,6 +97,42 @@ def plot_timeseries(ds: xr.Dataset, path: str | Path, panels: Sequence[tuple[str
         axes[0, 0].legend(fontsize=7, ncol=min(5, len(patients)))
     axes[-1, 0].set_xlabel("time [h]")
     fig.suptitle(title or f"physiotwin: {ds.attrs.get('organs', '')}")
+    fig.tight_layout()
+    with _atomic(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_replay(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
+                bands: Mapping[str, tuple[float, float] | None] | None = None, title: str | None = None) -> Path:
+    """Plot a what-if Dataset (`physiotwin.calibration.whatif`) to a PNG: per kind, the
+    replayed record (grey), the new timeline (blue) and, when drawn, its 5-95 % and
+    25-75 % bands; ``bands``: a reference range per kind, shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = check_writable(path, "plot")
+    hours = ds["time"].values / 60.0
+    kinds = [k for k in kinds if k in ds]
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 3.0 * len(kinds)), sharex=True, squeeze=False)
+    for ax, kind in zip(axes[:, 0], kinds):
+        if f"{kind}_quantiles" in ds:
+            q = ds[f"{kind}_quantiles"].values
+            ax.fill_between(hours, q[0], q[-1], color="tab:blue", alpha=0.15, lw=0, label="5-95 %")
+            ax.fill_between(hours, q[1], q[-2], color="tab:blue", alpha=0.25, lw=0, label="25-75 %")
+        ax.plot(hours, ds[f"{kind}_original"].values, color="0.45", lw=1.0, label="record (replayed)")
+        ax.plot(hours, ds[kind].values, color="tab:blue", lw=1.2, label="what if")
+        band = (bands or {}).get(kind)
+        if band is not None:
+            ax.axhspan(band[0], band[1], color="tab:green", alpha=0.08, lw=0)
+        ax.set_ylabel(f"{kind}\n[{ds[kind].attrs.get('units', '')}]", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=4, loc="upper right")
+    axes[-1, 0].set_xlabel("time since the record's start [h]")
+    fig.suptitle(title or f"physiotwin what-if: {ds.attrs.get('timeline', '')}")
     fig.tight_layout()
     with _atomic(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

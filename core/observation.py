@@ -70,7 +70,8 @@ class ObservationModel(eqx.Module):
         predicted reading (``{variable: output}``). filter_tuning: values of error
         parameters tried when the state filter is tuned (``{param: values}``).
         default_organs: the organs a calibration composes when it is given none and the
-        record holds this kind.
+        record holds this kind. reading_limits: the range the instrument reports (readings
+        drawn from the model, e.g. by a what-if, are clipped to it), or None.
     """
 
     name: ClassVar[str]
@@ -84,6 +85,7 @@ class ObservationModel(eqx.Module):
     forecast_outputs: ClassVar[Mapping[str, str]] = {}
     filter_tuning: ClassVar[Mapping[str, tuple[float, ...]]] = {}
     default_organs: ClassVar[tuple[str, ...]] = ()
+    reading_limits: ClassVar[tuple[float, float] | None] = None
 
     @classmethod
     def create(cls, **options) -> "ObservationModel":

@@ -53,6 +53,7 @@ class CGM(ObservationModel):
     description = "continuous glucose monitor: subcutaneous glucose plus an AR(1) sensor error"
     typical_error = 8.0
     reference_range = GLUCOSE_RANGE
+    reading_limits = (39.0, 600.0)  # mg/dL, what the simulated GuardianRT reports (simglucose clips to it)
     forecast_outputs = {"sensor_glucose": "subcutaneous_glucose", "plasma_glucose": "plasma_glucose"}
     jitter = 1.0  # mg/dL: reading noise left once the AR(1) sensor error is a filter state
     params = (

@@ -70,7 +70,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-__all__ = ["SAMPLE_TIME", "generate_record", "record_filename", "write_record"]
+__all__ = ["SAMPLE_TIME", "generate_record", "replay_therapy", "record_filename", "write_record"]
 
 SAMPLE_TIME = 5  # min, GuardianRT
 SENSOR = "GuardianRT"
@@ -222,8 +222,7 @@ def generate_record(
     t0 = datetime.fromisoformat(start) if isinstance(start, str) else start
     log = _LogErrors(corrupt, carb_error_median, carb_error_sd, snack_grams, snack_skip_prob, meal_time_sd)
     # independent streams per (seed, patient): patients of one seed get different meals, noise and errors
-    entropy = [int(seed), zlib.crc32(patient.encode())]
-    scenario_seed, sensor_seed, log_seed = (int(s) for s in np.random.SeedSequence(entropy).generate_state(3))
+    scenario_seed, sensor_seed, log_seed = _seeds(patient, seed)
     rng = np.random.default_rng(log_seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -268,10 +267,46 @@ class _LogErrors:
     time_sd: float
 
 
+class _MealPlan:
+    """A simglucose scenario that announces given meals ``{minute: grams}`` at their minute."""
+
+    def __init__(self, t0: datetime, meals: dict[int, float]):
+        from simglucose.simulation.scenario import Action
+
+        self._action, self.t0, self.start_time, self.plan = Action, t0, t0, dict(meals)
+
+    def get_action(self, t):
+        minute = int(round((t - self.t0).total_seconds() / 60))
+        return self._action(meal=self.plan.get(minute, 0.0))
+
+    def reset(self):
+        pass
+
+
+class _InsulinPlan:
+    """A simglucose controller that delivers a given insulin schedule: at each call, the
+    basal rate in force and the boluses that start at that minute (U/min over 5 min)."""
+
+    def __init__(self, basal: list[tuple[int, float]], bolus: dict[int, float]):
+        from simglucose.controller.base import Action
+
+        self._action, self.basal, self.bolus, self.minute = Action, sorted(basal), dict(bolus), 0
+
+    def policy(self, observation, reward, done, **info):
+        minute = self.minute
+        self.minute += SAMPLE_TIME
+        rate = next((r for m, r in reversed(self.basal) if m <= minute), 0.0) / 60.0
+        return self._action(basal=rate, bolus=self.bolus.get(minute, 0.0) / SAMPLE_TIME)
+
+    def reset(self):
+        self.minute = 0
+
+
 class _Simulation:
     """simglucose's own parts, driven by its ``SimObj.simulate`` loop."""
 
-    def __init__(self, patient: str, t0: datetime, scenario_seed: int, sensor_seed: int):
+    def __init__(self, patient: str, t0: datetime, scenario_seed: int, sensor_seed: int, scenario=None,
+                 controller=None):
         T1DSimEnv, t1dpatient, CGMSensor, InsulinPump, RandomScenario, BBController = _import_simglucose()
         params = pd.read_csv(t1dpatient.PATIENT_PARA_FILE)
         if not (params.Name == patient).any():
@@ -281,9 +316,9 @@ class _Simulation:
         self.patient = _fast_patient(t1dpatient.T1DPatient, row)
         self.sensor = _RecordingSensor(CGMSensor.withName(SENSOR, seed=sensor_seed), float(row.Vg))
         self.pump = InsulinPump.withName(PUMP)
-        self.scenario = _RecordingScenario(RandomScenario(start_time=t0, seed=scenario_seed))
+        self.scenario = _RecordingScenario(scenario or RandomScenario(start_time=t0, seed=scenario_seed))
         self.env = T1DSimEnv(self.patient, self.sensor, self.pump, self.scenario)
-        self.controller = BBController()
+        self.controller = controller or BBController()
         if self.sensor.sample_time != SAMPLE_TIME:
             raise RuntimeError(f"simglucose {SENSOR} samples every {self.sensor.sample_time} min, "
                                f"expected {SAMPLE_TIME}")
@@ -328,6 +363,51 @@ class _Simulation:
             raise RuntimeError("simglucose did not produce a reading every sample time")
         cgm, gs, gp = (np.array([v[i] for _, v in samples]) for i in range(3))
         return times, cgm, gs, gp
+
+
+def _seeds(patient: str, seed: int) -> tuple[int, int, int]:
+    """Scenario, sensor and logging seeds of a (seed, patient): independent streams."""
+    entropy = [int(seed), zlib.crc32(patient.encode())]
+    return tuple(int(s) for s in np.random.SeedSequence(entropy).generate_state(3))
+
+
+def replay_therapy(record: pd.DataFrame, patient: str, seed: int, start: str | datetime) -> pd.DataFrame:
+    """The true counterfactual of a record from `generate_record`: the same simglucose
+    patient, the same meals actually eaten (``carbs_true`` rows) and the same sensor (same
+    noise stream), open loop under the insulin of ``record`` (its ``basal`` and ``bolus``
+    rows, usually changed from the original's). Returns the record's input rows with new
+    ``cgm`` (no gaps), ``cgm_true`` and ``bg_true`` rows, as `generate_record` writes them.
+
+    The record's length is its ``days`` attribute, else the last reading's time + 5 min."""
+    t0 = datetime.fromisoformat(start) if isinstance(start, str) else start
+    minute = ((pd.to_datetime(record["time"]) - pd.Timestamp(t0)).dt.total_seconds() / 60).round().astype(int)
+    kind = record["kind"].to_numpy()
+    days = record.attrs.get("days")
+    total = _minutes_of(days) if days else int(minute[kind == "cgm_true"].max()) + SAMPLE_TIME
+    meals: dict[int, float] = {}
+    for m, v in zip(minute[kind == "carbs_true"], record["value"][kind == "carbs_true"]):
+        meals[int(m)] = meals.get(int(m), 0.0) + float(v)
+    basal = [(int(m), float(v)) for m, v in zip(minute[kind == "basal"], record["value"][kind == "basal"])]
+    bolus: dict[int, float] = {}
+    for m, v in zip(minute[kind == "bolus"], record["value"][kind == "bolus"]):
+        bolus[int(m)] = bolus.get(int(m), 0.0) + float(v)
+    scenario_seed, sensor_seed, _ = _seeds(patient, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = _Simulation(patient, t0, scenario_seed, sensor_seed, _MealPlan(t0, meals), _InsulinPlan(basal, bolus))
+        sim.env.reset()
+        while sim.env.time < t0 + timedelta(minutes=total):
+            sim.env.step(sim.controller.policy(None, None, None))
+    times, cgm, gs, gp = sim.readings(total)
+    inputs = [(int(m), k, float(v), float(d)) for m, k, v, d in
+              zip(minute, kind, record["value"], record["duration"]) if k in ("basal", "bolus", "carbs", "carbs_true")]
+    rows = inputs + [(int(m), "cgm", float(v), math.nan) for m, v in zip(times, cgm)]
+    rows += [(int(m), "cgm_true", float(v), math.nan) for m, v in zip(times, gs)]
+    rows += [(int(m), "bg_true", float(v), math.nan) for m, v in zip(times, gp)]
+    df = _frame(rows, t0)
+    df.attrs.update(patient=patient, seed=seed, days=total / 1440, start=t0.isoformat(timespec="seconds"),
+                    settings=dict(counterfactual=True))
+    return df
 
 
 def _log_meal(minute, grams, total, rng, log: _LogErrors):
