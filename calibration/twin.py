@@ -233,21 +233,23 @@ class Twin:
 
     # ------------------------------------------------------------ what if
     def whatif(self, timeline, samples: int = 0, *, variant: str = "twin", seed: int = 0, every: int = 5,
-               inflation: float = 1.0) -> xr.Dataset:
+               inflation: float = 1.0, hours: float | None = None) -> xr.Dataset:
         """Replay the fitted record under a changed ``timeline`` (path or `Timeline`): the
         states and outputs of the twin, each observed kind under the record and the new
         timeline with its metrics side by side, and with ``samples`` > 0, draws and
-        quantiles from the twin's posterior (see `physiotwin.calibration.whatif`)."""
+        quantiles from the twin's posterior (see `physiotwin.calibration.whatif`).
+        ``hours``: length of the replay (default: the longer of the record and ``timeline``)."""
         from ..simulate import require_x64
         from .whatif import whatif_arrays, whatif_dataset
 
         require_x64()
         if variant not in VARIANTS:
             raise CalibrationError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
-        if int(samples) < 0 or int(every) < 1:
-            raise CalibrationError("samples must be >= 0 and every >= 1 minute")
+        if int(samples) < 0 or int(every) < 1 or (hours is not None and not hours > 0):
+            raise CalibrationError("samples must be >= 0, every >= 1 minute and hours > 0")
         tl, source = read_record(timeline)
-        res = whatif_arrays(self, tl, variant, int(samples), int(seed), int(every), float(inflation))
+        minutes = None if hours is None else int(math.ceil(float(hours) * 60.0))
+        res = whatif_arrays(self, tl, variant, int(samples), int(seed), int(every), float(inflation), minutes)
         return whatif_dataset(self, res, source, variant, seed, inflation)
 
     # ------------------------------------------------------------ persistence

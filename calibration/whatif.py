@@ -49,7 +49,8 @@ from .fit import rest_state
 from .hybrid import Hybrid, TwinField
 from .problem import rest_signals, split_windows, substeps
 
-__all__ = ["Plan", "WhatIf", "replay", "whatif_arrays", "whatif_dataset", "check_usable", "quantiles"]
+__all__ = ["Plan", "WhatIf", "replay", "whatif_arrays", "whatif_dataset", "check_usable", "quantiles", "draws_of",
+           "plan_of", "window_layout", "corrected_inputs"]
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -120,13 +121,14 @@ def _carried_factors(plan_new, plan_old, fitted: np.ndarray | None, new_values, 
     by_minutes = {}
     for m in range(plan_old.n_events):
         minutes = np.flatnonzero(plan_old.index == m)
-        by_minutes[(int(minutes[0]), len(minutes))] = (m, minutes) if len(minutes) else None
+        if len(minutes):
+            by_minutes[(int(minutes[0]), len(minutes))] = (m, minutes)
     for n in range(plan_new.n_events):
         minutes = np.flatnonzero(plan_new.index == n)
         if not len(minutes):
             continue
         hit = by_minutes.get((int(minutes[0]), len(minutes)))
-        if hit is None or not np.array_equal(hit[1], minutes):
+        if hit is None or not np.array_equal(hit[1], minutes):  # another event, or the event moved
             continue
         same = np.allclose(new_values[np.ix_(minutes, cols)], old_values[np.ix_(minutes, cols)], rtol=1e-12,
                            atol=0.0, equal_nan=True)
@@ -156,7 +158,7 @@ def corrected_inputs(model: Model, tl: Timeline, record: Timeline, minutes: int,
     return eqx.tree_at(lambda i: i.values, inputs, jnp.asarray(values))
 
 
-def _plan(inputs: Inputs, starts: np.ndarray, ends: np.ndarray, L: int) -> Plan:
+def plan_of(inputs: Inputs, starts: np.ndarray, ends: np.ndarray, L: int) -> Plan:
     W = starts.shape[0]
     win, tail = split_windows(inputs, W, L)
     jumps = np.concatenate([np.zeros_like(starts[:1]), starts[1:] - ends[:-1]])
@@ -181,7 +183,7 @@ class WhatIf:
     record_minutes: int
 
 
-def _window_layout(twin, variant: str) -> tuple[np.ndarray, np.ndarray, int]:
+def window_layout(twin, variant: str) -> tuple[np.ndarray, np.ndarray, int]:
     windows = twin.result.windows.get("mechanistic" if variant == "population" else variant)
     if windows is None:
         raise TwinError("this twin was saved before what-if replays were supported (it has no fitted window "
@@ -193,7 +195,7 @@ def _window_layout(twin, variant: str) -> tuple[np.ndarray, np.ndarray, int]:
     return starts, ends, L
 
 
-def _draws(twin, variant: str, samples: int, inflation: float, rng) -> np.ndarray:
+def draws_of(twin, variant: str, samples: int, inflation: float, rng) -> np.ndarray:
     """``samples`` parameter vectors from the twin's Laplace posterior (full theta)."""
     cov = twin.result.covariance.get(variant)
     if cov is None:
@@ -226,8 +228,9 @@ def _reading_noise(twin, variant: str, n: int, minutes: int, every: int, rng) ->
 
 
 def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, seed: int = 0,
-                  every: int = 5, inflation: float = 1.0) -> WhatIf:
-    """Replay the twin's record and ``tl`` (see the module docstring)."""
+                  every: int = 5, inflation: float = 1.0, minutes: int | None = None) -> WhatIf:
+    """Replay the twin's record and ``tl`` (see the module docstring) over ``minutes``
+    (default: the longer of the record and ``tl``; never shorter than the record)."""
     record = twin.training_timeline()
     if record is None:
         raise TwinError("this twin was saved without its record; a replay needs it")
@@ -235,13 +238,13 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
         raise CalibrationError("--samples needs a posterior; the population variant has none")
     check_usable(twin.model, tl)
     n_rec = record_minutes(record)
-    minutes = max(n_rec, record_minutes(tl))
+    minutes = max(n_rec, record_minutes(tl) if minutes is None else int(minutes))
     minutes -= minutes % every
-    starts, ends, L = _window_layout(twin, variant)
+    starts, ends, L = window_layout(twin, variant)
     if starts.shape[0] * L > n_rec:
         raise TwinError("the twin's fitted windows do not fit its record (corrupted twin)")
     fitted = {} if variant == "population" else {k: np.asarray(v) for k, v in twin.result.corrections.items()}
-    plans = [_plan(corrected_inputs(twin.model, t, record, minutes, fitted), starts, ends, L) for t in (record, tl)]
+    plans = [plan_of(corrected_inputs(twin.model, t, record, minutes, fitted), starts, ends, L) for t in (record, tl)]
     if variant == "population":
         y0 = rest_state(twin.model, twin.theta(variant), plans[0].win.values[0, 0], rest_signals(twin.model))
         plans = [eqx.tree_at(lambda p: p.starts, p, p.starts.at[0].set(y0)) for p in plans]
@@ -252,7 +255,7 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
     rng = np.random.default_rng(seed)
     thetas = [twin.theta(variant)[None]]
     if samples:
-        thetas.append(_draws(twin, variant, int(samples), inflation, rng))
+        thetas.append(draws_of(twin, variant, int(samples), inflation, rng))
     out = np.asarray(_replays(twin.model, jnp.asarray(np.concatenate(thetas)), hybrid, jnp.asarray(day0), stacked,
                               nonneg, substeps(twin.model), int(every)))
     mode = out[0]

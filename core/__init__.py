@@ -25,7 +25,7 @@ from .contract import FluxPort, Input, Organ, Output, Param, Residual, State
 from .correction import InputCorrection
 from .errors import (CalibrationError, ObservationError, PatientError, PhysiotwinError, PluginError,
                      SimulationError, TimelineError, TwinError, UnitError, WiringError)
-from .extensions import Check, Demo, ForecastMetric, PatientTable, SeriesMetric, ValidationStudy
+from .extensions import Check, Control, Demo, ForecastMetric, Goal, PatientTable, SeriesMetric, ValidationStudy
 from .kinds import Signal, TimelineKind
 from .observation import FilterNoise, ObservationModel
 from .patients import bundled_patients as _bundled_patients
@@ -37,7 +37,7 @@ __version__ = "0.2.0"
 __all__ = [
     "Organ", "State", "Param", "Input", "Output", "FluxPort", "Residual",
     "TimelineKind", "Signal", "ObservationModel", "FilterNoise", "InputCorrection", "ForecastMetric",
-    "SeriesMetric", "PatientTable", "Demo", "ValidationStudy", "Check",
+    "SeriesMetric", "PatientTable", "Demo", "ValidationStudy", "Check", "Control", "Goal",
     "Model", "compose", "list_organs", "bundled_patients",
     "Timeline", "read_timeline",
     "Simulator", "simulate",

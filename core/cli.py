@@ -8,6 +8,7 @@
     physiotwin forecast TWIN_DIR RECORD.csv --horizon 30 --horizon 60 --every 5 --out FC.nc
     physiotwin evaluate TWIN_DIR RECORD.csv [--horizon 30 --horizon 60] [--out TABLE.csv]
     physiotwin whatif TWIN_DIR --timeline NEW.csv --out WI.nc [--samples N] [--plot WI.png]
+    physiotwin optimize TWIN_DIR --control basal_profile --objective tir --max-tbr 4 --out PLAN.toml
 
 Input problems end with a one-line ``error: ...`` on stderr, exit status 1, and no
 output file. Exit status 3 means the run finished but some patients' solves failed
@@ -42,7 +43,7 @@ def _setup_jax() -> None:
         try:
             Path(cache).mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         except OSError:
             pass  # a cache is an optimisation only
 
@@ -418,8 +419,9 @@ def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
               show_default=True, help="Which parameters replay.")
 @click.option("--every", type=int, default=5, show_default=True, help="Output interval in minutes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior and sensor draws.")
+@click.option("--hours", type=float, help="Length of the replay (default: the longer of the record and NEW.csv).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot.")
-def whatif(twin_dir, timeline, out, samples, variant, every, seed, plot) -> None:
+def whatif(twin_dir, timeline, out, samples, variant, every, seed, hours, plot) -> None:
     """Replay a saved twin's record under a changed timeline; write NetCDF.
 
     Unchanged events keep what calibration inferred about them (input corrections,
@@ -433,7 +435,7 @@ def whatif(twin_dir, timeline, out, samples, variant, every, seed, plot) -> None
         check_writable(plot, "plot")
     twin = Twin.load(twin_dir)
     tl = _read_record(timeline)
-    ds = twin.whatif(tl, samples, variant=variant, seed=seed, every=every)
+    ds = twin.whatif(tl, samples, variant=variant, seed=seed, every=every, hours=hours)
     _print_whatif(ds, twin.observations)
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['time']} times x {every} min, variant {variant}, "
@@ -444,6 +446,73 @@ def whatif(twin_dir, timeline, out, samples, variant, every, seed, plot) -> None
     if "warning" in ds.attrs:
         click.echo(f"warning: {ds.attrs['warning']}", err=True)
         sys.exit(EXIT_PARTIAL)
+
+
+# -------------------------------------------------------------------- optimize
+def _limits(extra: list[str]) -> dict[str, tuple[float, float]]:
+    """``--max-NAME V`` / ``--min-NAME V`` pairs (any goal a plugin registers)."""
+    limits: dict[str, list[float]] = {}
+    args = list(extra)
+    while args:
+        flag = args.pop(0)
+        if not (flag.startswith("--max-") or flag.startswith("--min-")) or not args:
+            raise click.UsageError(f"unexpected argument {flag!r} (limits are --max-GOAL VALUE or --min-GOAL VALUE)")
+        name, raw = flag[6:], args.pop(0)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise click.UsageError(f"{flag} needs a number, got {raw!r}") from None
+        bounds = limits.setdefault(name, [-float("inf"), float("inf")])
+        bounds[1 if flag.startswith("--max-") else 0] = value
+    return {k: (v[0], v[1]) for k, v in limits.items()}
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("twin_dir", type=click.Path(file_okay=False))
+@click.option("--control", "controls", multiple=True, required=True,
+              help="A setting to change (repeat); `physiotwin optimize --list` shows them.")
+@click.option("--objective", required=True, help="The goal to optimise (e.g. tir).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The plan, as TOML.")
+@click.option("--timeline-out", type=click.Path(dir_okay=False),
+              help="Also write the record with the plan applied (a timeline for whatif or a simulator).")
+@click.option("--samples", type=int, default=4, show_default=True,
+              help="Posterior draws the plan must also work for (robustness).")
+@click.option("--steps", type=int, default=100, show_default=True, help="Most optimiser (BFGS) steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def optimize(ctx, twin_dir, controls, objective, out, timeline_out, samples, steps, seed) -> None:
+    """Optimise treatment settings through a saved twin over its record's days.
+
+    Limits: --max-GOAL VALUE and --min-GOAL VALUE for any goal (e.g. --max-tbr 4).
+    Exits 1 with the limit named when no plan within the controls' bounds meets it."""
+    from .calibration.plan import apply_plan, optimize_plan, plan_toml
+    from .calibration.twin import Twin
+    from .io import atomic_write_text, check_writable
+
+    limits = _limits(ctx.args)
+    check_writable(out)
+    if timeline_out:
+        check_writable(timeline_out)
+    twin = Twin.load(twin_dir)
+    res = optimize_plan(twin, controls, objective, limits, samples, steps, seed)
+    for goal in res.after:
+        b, a = res.before[goal], res.after[goal]
+        click.echo(f"{goal:>8}: {b['mode']:7.2f} -> {a['mode']:7.2f}   (90 % of posterior draws: {a['low']:.2f} to "
+                   f"{a['high']:.2f})")
+    for name, described in res.described.items():
+        click.echo(f"{name}: " + ", ".join(f"{k} = {v}" for k, v in described.items()))
+    if timeline_out:
+        record = twin.training_timeline()
+        planned = apply_plan(res, record.to_frame(), record.start).to_csv(index=False, float_format="%.10g")
+        atomic_write_text(timeline_out, _with_start(twin, planned))
+        click.echo(f"wrote {timeline_out}")
+    atomic_write_text(out, plan_toml(res, str(twin_dir)))
+    click.echo(f"wrote {out}  ({res.steps} steps, {res.seconds:.1f} s)")
+
+
+def _with_start(twin, text: str) -> str:
+    start = twin.training_timeline().start
+    return (f"# start: {start.isoformat()}\n" if start is not None else "") + text
 
 
 def _print_whatif(ds, observations) -> None:

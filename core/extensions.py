@@ -8,6 +8,9 @@
 - `ValidationStudy` with its `Check` rows (``register_validation_studies``): a
   comparison of a composition with the literature, run by ``python -m
   physiotwin.validation``.
+- `Control` (``register_controls``): a treatment setting ``physiotwin optimize`` may
+  change; `Goal` (``register_goals``): a smooth score of a series of readings it may
+  optimise or limit.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["PatientTable", "ForecastMetric", "SeriesMetric", "Demo", "ValidationStudy", "Check"]
+__all__ = ["PatientTable", "ForecastMetric", "SeriesMetric", "Demo", "ValidationStudy", "Check", "Control", "Goal"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,54 @@ class ValidationStudy:
     name: str
     description: str
     run: Callable[[Path | None], Sequence[Check]]
+
+
+@dataclass(frozen=True)
+class Control:
+    """A treatment setting that ``physiotwin optimize`` may change, as multipliers.
+
+    ``layout(tl, minutes, day0)`` returns ``(component, index, n)`` for a timeline: the
+    part of the signal ``signal`` (without ``timeline.``) each minute that the control
+    acts on (``component[minutes]``, in the signal's unit), which of the control's ``n``
+    multipliers acts in each minute (``index[minutes]``, -1 for none), and ``n``. A
+    multiplier ``m`` turns the component into ``m * component``. ``bounds``: the range of
+    every multiplier (a safety limit). ``apply(table, multipliers, start)`` writes the
+    change into a timeline table (columns ``time,kind,value,unit,duration``; times ISO
+    or minutes from ``start``), so that the plan can be given to a patient, or to a
+    simulator; ``describe(multipliers, tl)`` says it for people and for the plan file
+    (``{key: value}``)."""
+
+    name: str
+    signal: str
+    layout: Callable[[object, int, float], tuple[np.ndarray, np.ndarray, int]]
+    apply: Callable[[object, np.ndarray, object], object]
+    describe: Callable[[np.ndarray, object], Mapping[str, object]]
+    bounds: tuple[float, float] = (0.5, 2.0)
+    description: str = ""
+
+    def check(self) -> None:
+        lo, hi = self.bounds
+        if not (0 < lo < 1 < hi and math.isfinite(hi)):
+            raise ValueError(f"control {self.name!r}: bounds must satisfy 0 < low < 1 < high, got {self.bounds}")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A score of a series of readings of ``kind`` that a plan may optimise or limit.
+
+    ``value(readings, width)``: the score of a JAX array of readings (the kind's unit,
+    every 5 min), smooth with transitions ``width`` wide (in the kind's unit) so that it
+    has gradients; ``width`` near 0 gives the exact score. ``sense``: ``"max"`` or
+    ``"min"``, what ``--objective NAME`` does with it. ``unit``: of the score."""
+
+    name: str
+    kind: str
+    value: Callable[[object, float], object]
+    sense: str = "max"
+    unit: str = ""
+    width: float = 1.0
+    description: str = ""
+
+    def check(self) -> None:
+        if self.sense not in ("max", "min"):
+            raise ValueError(f"goal {self.name!r}: sense must be 'max' or 'min', not {self.sense!r}")

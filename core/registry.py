@@ -16,14 +16,14 @@ from typing import Callable
 from .contract import Organ
 from .correction import InputCorrection
 from .errors import PluginError, WiringError
-from .extensions import Demo, ForecastMetric, PatientTable, SeriesMetric, ValidationStudy
+from .extensions import Control, Demo, ForecastMetric, Goal, PatientTable, SeriesMetric, ValidationStudy
 from .hooks import plugin_manager, plugin_of_module
 from .kinds import Signal, TimelineKind
 from .observation import ObservationModel
 
 __all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds", "timeline_signals",
            "observation_models", "corrections", "forecast_metrics", "series_metrics", "patient_tables", "demos",
-           "validation_studies"]
+           "validation_studies", "controls", "goals"]
 
 
 def _collect(hook_name: str, check: Callable[[object, str], str]) -> dict:
@@ -151,3 +151,15 @@ def demos() -> dict[str, Demo]:
 @functools.lru_cache(maxsize=1)
 def validation_studies() -> dict[str, ValidationStudy]:
     return _collect("register_validation_studies", _named_instance(ValidationStudy, "validation study"))
+
+
+@functools.lru_cache(maxsize=1)
+def controls() -> dict[str, Control]:
+    """``{name: Control}``: treatment settings ``physiotwin optimize`` may change."""
+    return dict(sorted(_collect("register_controls", _named_instance(Control, "control")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def goals() -> dict[str, Goal]:
+    """``{name: Goal}``: scores of readings ``physiotwin optimize`` may optimise or limit."""
+    return dict(sorted(_collect("register_goals", _named_instance(Goal, "goal")).items()))

@@ -30,7 +30,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 __all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds", "register_units",
            "register_observation_models", "register_corrections", "register_metrics", "register_patient_tables",
-           "register_demos", "register_validation_studies"]
+           "register_demos", "register_validation_studies", "register_controls", "register_goals"]
 
 
 @hookspec
@@ -104,3 +104,15 @@ def register_demos(register):
 def register_validation_studies(register):
     """Provide validation studies (``python -m physiotwin.validation``):
     ``register(physiotwin.ValidationStudy(...))``."""
+
+
+@hookspec
+def register_controls(register):
+    """Provide treatment settings ``physiotwin optimize`` may change:
+    ``register(physiotwin.Control(...))``."""
+
+
+@hookspec
+def register_goals(register):
+    """Provide scores of a series of readings that ``physiotwin optimize`` may optimise or
+    limit: ``register(physiotwin.Goal(...))``."""
