@@ -18,22 +18,16 @@ import numpy as np
 from ..composer import Model
 from ..errors import CalibrationError
 from ..inputs import Inputs
-from ..integrate import FixedSteps, integrate
+from ..integrate import FixedSteps, integrate, minute_steps
 from .data import Record, previous_reading
 from .hybrid import TwinField
 from .settings import FitSettings
 
 __all__ = ["Problem", "build_problem", "windows_of", "split_windows", "corrected", "substeps", "rest_signals"]
 
-MIN_SUBSTEPS = 2  # Ralston steps per minute, at least
-
-
 def substeps(model: Model) -> FixedSteps:
-    """The fixed-step scheme of calibration and forecasting: Ralston's 2nd-order method, at
-    least two steps a minute and more where an organ's `Organ.max_step` asks for it (on the
-    UVA/Padova model it matches the adaptive Tsit5 solution to about 0.02 mg/dL)."""
-    cap = min([o.max_step for o in model.organs] + [1.0])
-    return FixedSteps(max(MIN_SUBSTEPS, int(np.ceil(1.0 / cap - 1e-9))), checkpoint=len(model.organs) > 1)
+    """The fixed-step scheme of calibration and forecasting (`physiotwin.integrate.minute_steps`)."""
+    return minute_steps(model)
 
 
 def rest_signals(model: Model) -> np.ndarray | None:

@@ -233,12 +233,13 @@ class Twin:
 
     # ------------------------------------------------------------ what if
     def whatif(self, timeline, samples: int = 0, *, variant: str = "twin", seed: int = 0, every: int = 5,
-               inflation: float = 1.0, hours: float | None = None) -> xr.Dataset:
+               inflation: float = 1.0, hours: float | None = None, controller: str | None = None) -> xr.Dataset:
         """Replay the fitted record under a changed ``timeline`` (path or `Timeline`): the
         states and outputs of the twin, each observed kind under the record and the new
         timeline with its metrics side by side, and with ``samples`` > 0, draws and
         quantiles from the twin's posterior (see `physiotwin.calibration.whatif`).
-        ``hours``: length of the replay (default: the longer of the record and ``timeline``)."""
+        ``hours``: length of the replay (default: the longer of the record and ``timeline``).
+        ``controller``: run ``timeline`` under this closed-loop controller (`physiotwin.control`)."""
         from ..simulate import require_x64
         from .whatif import whatif_arrays, whatif_dataset
 
@@ -249,8 +250,12 @@ class Twin:
             raise CalibrationError("samples must be >= 0, every >= 1 minute and hours > 0")
         tl, source = read_record(timeline)
         minutes = None if hours is None else int(math.ceil(float(hours) * 60.0))
-        res = whatif_arrays(self, tl, variant, int(samples), int(seed), int(every), float(inflation), minutes)
-        return whatif_dataset(self, res, source, variant, seed, inflation)
+        res = whatif_arrays(self, tl, variant, int(samples), int(seed), int(every), float(inflation), minutes,
+                            controller)
+        ds = whatif_dataset(self, res, source, variant, seed, inflation)
+        if controller is not None:
+            ds.attrs["controller"] = controller
+        return ds
 
     # ------------------------------------------------------------ persistence
     def save(self, directory) -> Path:

@@ -227,10 +227,46 @@ def _reading_noise(twin, variant: str, n: int, minutes: int, every: int, rng) ->
     return out
 
 
+@eqx.filter_jit
+def _controlled_replays(model: Model, thetas, hybrid: Hybrid | None, day0, record: Plan, inputs: Inputs, jumps, y0,
+                        setups, nonneg, stepping: FixedSteps, every: int):
+    """Per parameter vector: the record's replay and the closed loop over the new
+    timeline (with the record's disturbances), stacked like `_replays`."""
+    from ..control import closed_loop
+
+    def one(theta, st):
+        field = TwinField(model, theta, hybrid, day0)
+        old = replay(field, stepping, record, nonneg, every)
+        new, _ = closed_loop(field, stepping, y0, inputs.values, inputs.resets, st.controller, st.settings, st.feed,
+                             st.reading, st.signal, every, jumps=jumps, nonneg=nonneg, foresee=st.foresee)
+        return jnp.stack([old, new])
+
+    return jax.vmap(one)(thetas, setups)
+
+
+def _controlled(twin, tl: Timeline, controller: str, thetas: np.ndarray, plan: Plan, fitted, record, minutes: int,
+                every: int, args):
+    """The what-if under a closed-loop controller (`physiotwin.control`)."""
+    from ..control import controlled, setup
+
+    model, day0 = twin.model, float(args[1])
+    ctl, tl_c = controlled(controller, model, tl, minutes, day0)
+    inputs = corrected_inputs(model, tl_c, record, minutes, fitted)
+    W, L = plan.win.values.shape[:2]
+    jumps = np.zeros((minutes, len(model.state_names)))
+    jumps[np.arange(1, W) * L] = np.asarray(plan.jumps)[1:]
+    setups = [setup(ctl, model, th, tl, minutes, day0) for th in thetas]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *setups)
+    return _controlled_replays(model, jnp.asarray(thetas), args[0], jnp.asarray(day0), plan, inputs,
+                               jnp.asarray(jumps), plan.starts[0], stacked, args[2], substeps(model), int(every))
+
+
 def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, seed: int = 0,
-                  every: int = 5, inflation: float = 1.0, minutes: int | None = None) -> WhatIf:
+                  every: int = 5, inflation: float = 1.0, minutes: int | None = None,
+                  controller: str | None = None) -> WhatIf:
     """Replay the twin's record and ``tl`` (see the module docstring) over ``minutes``
-    (default: the longer of the record and ``tl``; never shorter than the record)."""
+    (default: the longer of the record and ``tl``; never shorter than the record); with
+    ``controller``, ``tl`` runs under that closed-loop controller."""
     record = twin.training_timeline()
     if record is None:
         raise TwinError("this twin was saved without its record; a replay needs it")
@@ -248,7 +284,6 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
     if variant == "population":
         y0 = rest_state(twin.model, twin.theta(variant), plans[0].win.values[0, 0], rest_signals(twin.model))
         plans = [eqx.tree_at(lambda p: p.starts, p, p.starts.at[0].set(y0)) for p in plans]
-    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *plans)
     nonneg = jnp.asarray([twin.model.declaration(n).nonnegative for n in twin.model.state_names])
     hybrid = twin.hybrid if variant == "twin" else None
     day0 = 0.0 if record.start is None else record.start.hour * 60.0 + record.start.minute + record.start.second / 60
@@ -256,12 +291,20 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
     thetas = [twin.theta(variant)[None]]
     if samples:
         thetas.append(draws_of(twin, variant, int(samples), inflation, rng))
-    out = np.asarray(_replays(twin.model, jnp.asarray(np.concatenate(thetas)), hybrid, jnp.asarray(day0), stacked,
-                              nonneg, substeps(twin.model), int(every)))
+    thetas = np.concatenate(thetas)
+    if controller is None:
+        stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *plans)
+        out = np.asarray(_replays(twin.model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), stacked, nonneg,
+                                  substeps(twin.model), int(every)))
+    else:
+        out = np.asarray(_controlled(twin, tl, controller, thetas, plans[0], fitted, record, minutes, every,
+                                     (hybrid, day0, nonneg)))
+    return _result(twin, variant, out, samples, minutes, every, n_rec, rng)
+
+
+def _result(twin, variant: str, out: np.ndarray, samples: int, minutes: int, every: int, n_rec: int, rng) -> WhatIf:
     mode = out[0]
-    draws = None
-    if samples:
-        draws = mode[0][None] + (out[1:, 1] - out[1:, 0])
+    draws = mode[0][None] + (out[1:, 1] - out[1:, 0]) if samples else None
     columns = list(twin.model.output_names) + list(twin.model.state_names)
     readings = {}
     if samples:

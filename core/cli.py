@@ -166,7 +166,7 @@ def _summary(ds) -> None:
             click.echo(f"  {n:<16} {row.mean():9.4g} {row.min():9.4g} {row.max():9.4g} {extra}  {STATUS_MEANINGS[s]}")
 
 
-def _run(organs, patients, timeline, minutes, every, out, plot) -> None:
+def _run(organs, patients, timeline, minutes, every, out, plot, controller=None) -> None:
     import numpy as np
 
     from .io import check_writable, plot_timeseries, write_netcdf
@@ -177,7 +177,7 @@ def _run(organs, patients, timeline, minutes, every, out, plot) -> None:
     if plot:
         check_writable(plot, "plot")
     tl = read_timeline(timeline) if timeline is not None else None
-    ds = simulate(list(organs), patients, tl, minutes=minutes, every=every)
+    ds = simulate(list(organs), patients, tl, minutes=minutes, every=every, controller=controller)
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['time']} times x {ds.sizes.get('patient', 1)} patient(s), "
                f"organs: {ds.attrs['organs']})")
@@ -206,7 +206,9 @@ def _run(organs, patients, timeline, minutes, every, out, plot) -> None:
 @click.option("--every", type=float, default=5.0, show_default=True, help="Output interval in minutes.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot.")
-def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, out, plot) -> None:
+@click.option("--controller", help="A closed-loop controller that takes over part of the therapy (e.g. basal_bolus, "
+                                   "pid, mpc).")
+def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, out, plot, controller) -> None:
     """Simulate patients on a timeline and write a NetCDF file."""
     if (hours is None) == (days is None):
         _fail("give exactly one of --hours or --days")
@@ -219,7 +221,7 @@ def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, 
         patients = Path(patients_csv)
     else:
         patients = patient_names[0] if len(patient_names) == 1 else list(patient_names)
-    _run(organs, patients, timeline, minutes, every, out, plot)
+    _run(organs, patients, timeline, minutes, every, out, plot, controller)
 
 
 # ----------------------------------------------------------------------- demo
@@ -420,8 +422,9 @@ def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
 @click.option("--every", type=int, default=5, show_default=True, help="Output interval in minutes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior and sensor draws.")
 @click.option("--hours", type=float, help="Length of the replay (default: the longer of the record and NEW.csv).")
+@click.option("--controller", help="Run NEW.csv under a closed-loop controller (e.g. basal_bolus, pid, mpc).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot.")
-def whatif(twin_dir, timeline, out, samples, variant, every, seed, hours, plot) -> None:
+def whatif(twin_dir, timeline, out, samples, variant, every, seed, hours, controller, plot) -> None:
     """Replay a saved twin's record under a changed timeline; write NetCDF.
 
     Unchanged events keep what calibration inferred about them (input corrections,
@@ -435,7 +438,7 @@ def whatif(twin_dir, timeline, out, samples, variant, every, seed, hours, plot) 
         check_writable(plot, "plot")
     twin = Twin.load(twin_dir)
     tl = _read_record(timeline)
-    ds = twin.whatif(tl, samples, variant=variant, seed=seed, every=every, hours=hours)
+    ds = twin.whatif(tl, samples, variant=variant, seed=seed, every=every, hours=hours, controller=controller)
     _print_whatif(ds, twin.observations)
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['time']} times x {every} min, variant {variant}, "

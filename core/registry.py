@@ -23,7 +23,7 @@ from .observation import ObservationModel
 
 __all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds", "timeline_signals",
            "observation_models", "corrections", "forecast_metrics", "series_metrics", "patient_tables", "demos",
-           "validation_studies", "controls", "goals"]
+           "validation_studies", "controls", "goals", "controllers"]
 
 
 def _collect(hook_name: str, check: Callable[[object, str], str]) -> dict:
@@ -163,3 +163,11 @@ def controls() -> dict[str, Control]:
 def goals() -> dict[str, Goal]:
     """``{name: Goal}``: scores of readings ``physiotwin optimize`` may optimise or limit."""
     return dict(sorted(_collect("register_goals", _named_instance(Goal, "goal")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def controllers() -> dict:
+    """``{name: Controller subclass}``: closed-loop controllers (``--controller NAME``)."""
+    from .control import Controller
+
+    return dict(sorted(_collect("register_controllers", _named_class(Controller, "controller")).items()))

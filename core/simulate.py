@@ -334,6 +334,57 @@ class Simulator(eqx.Module):
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+@eqx.filter_jit
+def _closed_loop_batch(model, stepping, theta, inputs: Inputs, setups, rest, every: int):
+    """Every patient under its bound controller (`physiotwin.control.closed_loop`), from
+    its start: ``(ys[P,T,S], outs[P,T,O], status[P], worst[P], rate[P])`` at 0, every, ..."""
+    from .control import closed_loop
+    from .integrate import ModelField
+
+    y0, started, worst, rate = _start(model, theta, inputs, jnp.asarray(0.0), rest)
+
+    def one(th, y, st):
+        field = ModelField(model, th)
+        seen, _ = closed_loop(field, stepping, y, inputs.values, inputs.resets, st.controller, st.settings, st.feed,
+                              st.reading, st.signal, every, foresee=st.foresee)
+        first = jnp.concatenate([field.outputs(jnp.asarray(0.0), y, inputs.values[0]), y])
+        return jnp.concatenate([first[None], seen])
+
+    seen = jax.vmap(one)(theta, y0, setups)
+    O = len(model.output_names)
+    ys, outs = seen[..., O:], seen[..., :O]
+    finite = jnp.all(jnp.isfinite(seen), axis=(1, 2))
+    status = jnp.where(started, jnp.where(finite, 0, 3), NO_STEADY_STATE)
+    return ys, outs, status, worst, rate
+
+
+def simulate_controlled(sim: Simulator, names, theta: np.ndarray, single: bool, timeline, controller: str,
+                        every: float) -> xr.Dataset:
+    """`simulate` under a closed-loop controller (fixed minute steps; see `physiotwin.control`)."""
+    from .control import controlled, setup
+    from .inputs import minute_inputs
+    from .integrate import minute_steps
+
+    tl = _as_timeline(timeline)
+    minutes = int(round(float(sim.times[-1])))
+    if abs(minutes - float(sim.times[-1])) > 1e-9 or minutes % int(every) or float(every) != int(every):
+        raise SimulationError("with --controller, the duration and --every must be whole minutes, the duration a "
+                              "multiple of --every")
+    day0 = 0.0 if tl.start is None else tl.start.hour * 60.0 + tl.start.minute
+    ctl, tl_c = controlled(controller, sim.model, tl, minutes, day0)
+    inputs = minute_inputs(sim.model, tl_c, minutes)
+    setups = [setup(ctl, sim.model, th, tl_c, minutes, day0) for th in theta]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *setups)
+    stepping = minute_steps(sim.model)
+    ys, outs, status, worst, rate = _closed_loop_batch(sim.model, stepping, jnp.asarray(theta), inputs, stacked,
+                                                       sim.rest, int(every))
+    steps = jnp.full(status.shape, minutes * stepping.substeps)
+    ds = sim.to_dataset(names, theta, single, (ys, outs, status, steps, worst, rate))
+    ds.attrs.update(controller=controller, solver=f"{type(stepping.solver).__name__}, {stepping.substeps} fixed "
+                    "steps per minute (closed loop)", step_size_controller="none (fixed steps)")
+    return ds
+
+
 def simulate(
     organs: Sequence[str | Organ] | Model,
     patients: str | Sequence[str] | pd.DataFrame | Path,
@@ -349,6 +400,7 @@ def simulate(
     atol: float = 1e-5,
     max_steps: int | None = None,
     initial: str | None = None,
+    controller: str | None = None,
 ) -> xr.Dataset:
     """Simulate one or many patients on a timeline.
 
@@ -360,6 +412,9 @@ def simulate(
         duration: minutes (or give ``minutes=``, ``hours=`` or ``days=``).
         every: output interval in minutes (default 5).
         solver, rtol, atol, max_steps, initial: see `Simulator`.
+        controller: a closed-loop controller (``register_controllers``) that takes over
+            part of the timeline's inputs, run in the simulation at its sampling period
+            (`physiotwin.control`; fixed minute steps).
 
     Returns:
         An `xarray.Dataset` with dims ``time`` (and ``patient`` unless a single name
@@ -370,5 +425,7 @@ def simulate(
     sim = Simulator(organs, timeline, duration, minutes=minutes, hours=hours, days=days, every=every,
                     solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, initial=initial)
     names, theta, single = resolve_patients(sim.model, patients)
+    if controller is not None:
+        return simulate_controlled(sim, names, theta, single, timeline, controller, every)
     result = sim.solve(jnp.asarray(theta), reasons=True)
     return sim.to_dataset(names, theta, single, result)

@@ -30,7 +30,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 __all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds", "register_units",
            "register_observation_models", "register_corrections", "register_metrics", "register_patient_tables",
-           "register_demos", "register_validation_studies", "register_controls", "register_goals"]
+           "register_demos", "register_validation_studies", "register_controls", "register_goals",
+           "register_controllers"]
 
 
 @hookspec
@@ -116,3 +117,9 @@ def register_controls(register):
 def register_goals(register):
     """Provide scores of a series of readings that ``physiotwin optimize`` may optimise or
     limit: ``register(physiotwin.Goal(...))``."""
+
+
+@hookspec
+def register_controllers(register):
+    """Provide closed-loop controllers: ``register(MyController)``, a subclass of
+    `physiotwin.control.Controller`."""

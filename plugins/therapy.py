@@ -31,7 +31,7 @@ import pandas as pd
 
 from physiotwin.plugins import hookimpl
 
-__all__ = ["change_therapy", "scale_basal", "read_table", "write_table", "CONTROLS", "GOALS"]
+__all__ = ["change_therapy", "scale_basal", "meal_bolus", "read_table", "write_table", "CONTROLS", "GOALS"]
 
 
 def read_table(path) -> tuple[pd.DataFrame, str | None]:
@@ -148,7 +148,7 @@ def _bolus_pieces(tl):
     return [(t, t + di, v / di) for t, v, di in zip(ev.time, ev.value, d)]
 
 
-def _meal_bolus(bolus_times: np.ndarray, meal_times: np.ndarray) -> np.ndarray:
+def meal_bolus(bolus_times: np.ndarray, meal_times: np.ndarray) -> np.ndarray:
     """Which boluses go with a logged meal (see `MEAL_BOLUS`)."""
     if not len(meal_times):
         return np.zeros(len(bolus_times), bool)
@@ -165,7 +165,7 @@ def _basal_layout(tl, minutes, day0):
 def _bolus_layout(which: str):
     def layout(tl, minutes, day0):
         pieces = _bolus_pieces(tl)
-        meal = _meal_bolus(np.array([p[0] for p in pieces]), tl.select("carbs").time)
+        meal = meal_bolus(np.array([p[0] for p in pieces]), tl.select("carbs").time)
         keep = {"meal": meal, "correction": ~meal, "each": np.ones(len(pieces), bool)}[which]
         chosen = [p for p, k in zip(pieces, keep) if k]
         comp = _minute_component(chosen, minutes)
@@ -193,7 +193,7 @@ def _apply_bolus(which: str):
         out = df.reset_index(drop=True).copy()
         minutes = _table_minutes(out, start)
         rows = np.flatnonzero((out["kind"] == "bolus").to_numpy())
-        meal = _meal_bolus(minutes[rows], minutes[(out["kind"] == "carbs").to_numpy()])
+        meal = meal_bolus(minutes[rows], minutes[(out["kind"] == "carbs").to_numpy()])
         keep = {"meal": meal, "correction": ~meal, "each": np.ones(len(rows), bool)}[which]
         chosen = rows[keep]
         factors = np.asarray(m, dtype=float)

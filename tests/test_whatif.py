@@ -215,3 +215,53 @@ def test_bands_widen_when_the_data_are_fewer(record_parts, changed, tmp_path):
         widths.append(float((q.isel(quantile=-1) - q.isel(quantile=0)).sel(time=slice(0, 18 * 60)).mean()))
     assert np.median(sds[0] / sds[1]) > 1.1
     assert widths[0] > 1.1 * widths[1]
+
+
+# ---------------------------------------------------------------- optimize
+@pytest.fixture(scope="module")
+def plan(twin_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("plan")
+    res = _invoke("optimize", twin_dir, "--control", "basal_profile", "--control", "carb_ratio", "--objective", "tir",
+                  "--max-tbr", 2, "--samples", 2, "--steps", 40, "--out", d / "plan.toml", "--timeline-out",
+                  d / "planned.csv")
+    assert res.exit_code == 0, res.output
+    return d
+
+
+def test_the_optimised_plan_respects_its_limit_and_raises_the_objective(twin, plan):
+    import tomllib
+
+    p = tomllib.loads((plan / "plan.toml").read_text())
+    assert p["limits"]["tbr"][1] == 2.0
+    after, before = p["predicted"]["after"], p["predicted"]["before"]
+    assert after["tbr"]["mode"] <= 2.0 + 0.05 and after["tbr"]["high"] <= 2.0 + 0.05
+    assert after["tir"]["mode"] > before["tir"]["mode"]
+    m = p["controls"]["basal_profile"]["basal_multiplier"]
+    assert len(m) == 8 and all(0.5 <= x <= 2.0 for x in m)
+    # the plan's timeline replays to what the optimiser predicted
+    ds = twin.whatif(plan / "planned.csv")
+    metrics = ds["cgm_metrics"].to_pandas()["whatif"]
+    assert metrics["tir"] == pytest.approx(after["tir"]["mode"], abs=0.01)
+    assert metrics["tbr70"] <= 2.0 + 0.05
+
+
+def test_optimize_refuses_bad_input(twin_dir, twin, tmp_path, monkeypatch):
+    out = tmp_path / "plan.toml"
+
+    def run(*args):
+        return CliRunner().invoke(main, ["optimize", str(twin_dir), "--out", str(out), *map(str, args)])
+
+    res = run("--control", "basal_profile", "--objective", "tir", "--max-mean", 60, "--samples", 0, "--steps", 20)
+    assert res.exit_code == 1 and "infeasible limit mean <= 60" in res.output and not out.exists()
+    res = run("--control", "thyroxine", "--objective", "tir")
+    assert res.exit_code == 1 and "unknown control 'thyroxine'" in res.output and not out.exists()
+    res = run("--control", "basal_profile", "--objective", "tir", "--max-tbr", "x")
+    assert res.exit_code == 2 and "--max-tbr needs a number" in res.output
+    import physiotwin.registry as registry
+    from physiotwin import Control
+
+    dose = Control("salt", "sodium_intake", lambda tl, n, d: (np.ones(n), np.zeros(n, np.int32), 1),
+                   lambda t, m, s: t, lambda m, tl: {})
+    monkeypatch.setattr(registry, "controls", lambda: {"salt": dose})
+    res = run("--control", "salt", "--objective", "tir")
+    assert res.exit_code == 1 and "'salt'" in res.output and "no input for" in res.output and not out.exists()
