@@ -8,7 +8,7 @@
     physiotwin forecast TWIN_DIR RECORD.csv --horizon 30 --horizon 60 --every 5 --out FC.nc
     physiotwin evaluate TWIN_DIR RECORD.csv [--horizon 30 --horizon 60] [--out TABLE.csv]
     physiotwin whatif TWIN_DIR --timeline NEW.csv --out WI.nc [--samples N] [--plot WI.png]
-    physiotwin optimize TWIN_DIR --control basal_profile --objective tir --max-tbr 4 --out PLAN.toml
+    physiotwin optimize TWIN_DIR --control NAME [--control ...] --objective GOAL [--max-GOAL V] --out PLAN.toml
 
 Input problems end with a one-line ``error: ...`` on stderr, exit status 1, and no
 output file. Exit status 3 means the run finished but some patients' solves failed
@@ -74,6 +74,28 @@ class _Group(click.Group):
 def main() -> None:
     """physiotwin: patient digital twins from composable organ models."""
     _setup_jax()
+
+
+# ----------------------------------------------------------------- extensions
+@main.command()
+def extensions() -> None:
+    """List what installed plugins provide besides organs: observation models, input
+    corrections, closed-loop controllers, treatment controls and goals."""
+    from .registry import controllers, controls, corrections, goals, observation_models
+
+    sections = [
+        ("observation models", {n: f"{c.kind}: {c.description}" for n, c in observation_models().items()}),
+        ("input corrections", {n: f"{c.kind}: {c.description}" for n, c in corrections().items()}),
+        ("controllers (--controller)", {n: f"reads {c.kind}, sets {c.signal}: {c.description}"
+                                        for n, c in controllers().items()}),
+        ("controls (optimize --control)", {n: c.description for n, c in controls().items()}),
+        ("goals (optimize --objective, --max-GOAL, --min-GOAL)",
+         {n: f"{g.description} [{g.unit}], {g.sense}imise, of {g.kind}" for n, g in goals().items()}),
+    ]
+    for title, rows in sections:
+        click.echo(f"{title}:")
+        for name, text in rows.items():
+            click.echo(f"  {name:<20} {text}")
 
 
 # --------------------------------------------------------------------- organs
@@ -206,8 +228,8 @@ def _run(organs, patients, timeline, minutes, every, out, plot, controller=None)
 @click.option("--every", type=float, default=5.0, show_default=True, help="Output interval in minutes.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot.")
-@click.option("--controller", help="A closed-loop controller that takes over part of the therapy (e.g. basal_bolus, "
-                                   "pid, mpc).")
+@click.option("--controller", help="A closed-loop controller (from a plugin) that takes over part of the timeline's "
+                                   "inputs; `physiotwin extensions` lists the installed ones.")
 def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, out, plot, controller) -> None:
     """Simulate patients on a timeline and write a NetCDF file."""
     if (hours is None) == (days is None):
@@ -422,7 +444,7 @@ def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
 @click.option("--every", type=int, default=5, show_default=True, help="Output interval in minutes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the posterior and sensor draws.")
 @click.option("--hours", type=float, help="Length of the replay (default: the longer of the record and NEW.csv).")
-@click.option("--controller", help="Run NEW.csv under a closed-loop controller (e.g. basal_bolus, pid, mpc).")
+@click.option("--controller", help="Run NEW.csv under a closed-loop controller (`physiotwin extensions` lists them).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot.")
 def whatif(twin_dir, timeline, out, samples, variant, every, seed, hours, controller, plot) -> None:
     """Replay a saved twin's record under a changed timeline; write NetCDF.
@@ -473,7 +495,7 @@ def _limits(extra: list[str]) -> dict[str, tuple[float, float]]:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("twin_dir", type=click.Path(file_okay=False))
 @click.option("--control", "controls", multiple=True, required=True,
-              help="A setting to change (repeat); `physiotwin optimize --list` shows them.")
+              help="A setting to change (repeat); `physiotwin extensions` lists the installed ones.")
 @click.option("--objective", required=True, help="The goal to optimise (e.g. tir).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The plan, as TOML.")
 @click.option("--timeline-out", type=click.Path(dir_okay=False),

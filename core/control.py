@@ -16,85 +16,15 @@ from the current state, to predict the sensor under candidate actions.
 
 from __future__ import annotations
 
-import abc
-from typing import ClassVar
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .extensions import Controller, Plant
 from .integrate import AbstractField, FixedSteps
 
 __all__ = ["Controller", "Plant", "closed_loop", "ControlSetup", "controlled", "setup"]
-
-
-class Plant(eqx.Module):
-    """The controlled model seen from a decision: ``predict(actions)`` runs it from the
-    current state over the next ``len(actions)`` minutes (with the inputs the timeline
-    holds for them, plus ``actions`` on the controller's signal) and returns the sensor."""
-
-    field: AbstractField
-    stepping: FixedSteps = eqx.field(static=True)
-    y: jax.Array
-    t: jax.Array
-    future: jax.Array  # [H, signal]
-    signal: int = eqx.field(static=True)
-    reading: int = eqx.field(static=True)
-
-    def predict(self, actions):
-        def minute(y, x):
-            k, a = x
-            u = self.future[k].at[self.signal].add(a)
-            y = self.stepping.step(self.field, self.t + k, y, u)
-            return y, self.field.outputs(self.t + k + 1.0, y, u)[self.reading]
-
-        _, out = jax.lax.scan(minute, self.y, (jnp.arange(actions.shape[0]), actions))
-        return out
-
-
-class Controller(eqx.Module):
-    """Base class of closed-loop controllers (see the module docstring).
-
-    Class attributes: ``name``; ``kind``: the observation kind it reads; ``signal``: the
-    signal its action adds to (without ``timeline.``); ``replaces``: timeline kinds it
-    takes over; ``period``: minutes between decisions; ``horizon``: minutes a `Plant`
-    predicts (0: no plant); ``description``."""
-
-    name: ClassVar[str]
-    kind: ClassVar[str]
-    signal: ClassVar[str]
-    replaces: ClassVar[tuple[str, ...]] = ()
-    period: ClassVar[int] = 5
-    horizon: ClassVar[int] = 0
-    future_unknown: ClassVar[tuple[str, ...]] = ()
-    description: ClassVar[str] = ""
-
-    def timeline(self, tl):
-        """The timeline the controlled run uses: ``tl`` without the kinds it replaces."""
-        from .timeline import Timeline
-
-        keep = ~np.isin(tl.kind, self.replaces)
-        return Timeline(tl.time[keep], tl.kind[keep], tl.value[keep], tl.duration[keep], tl.row[keep],
-                        source=tl.source, start=tl.start, kinds=tl.kinds, row_label=tl.row_label)
-
-    def prepare(self, tl, minutes: int, day0: float) -> np.ndarray:
-        """What the controller may know of the timeline at each minute: ``[minutes, F]``."""
-        return np.zeros((minutes, 0))
-
-    def configure(self, model, theta: np.ndarray, tl) -> dict[str, float]:
-        """Its settings for one patient (numbers, e.g. from the patient's parameters or
-        the therapy logged in ``tl``)."""
-        return {}
-
-    def init(self, settings):
-        """The controller's state before its first decision (a pytree of arrays)."""
-        return jnp.zeros(())
-
-    @abc.abstractmethod
-    def act(self, state, t, reading, feed, settings, plant: Plant | None):
-        """One decision: ``(new state, action)`` from the sensor ``reading`` at minute ``t``
-        and the prepared ``feed`` of that minute."""
 
 
 def closed_loop(field: AbstractField, stepping: FixedSteps, y0, values, resets, controller: Controller, settings,

@@ -16,7 +16,7 @@ from typing import Callable
 from .contract import Organ
 from .correction import InputCorrection
 from .errors import PluginError, WiringError
-from .extensions import Control, Demo, ForecastMetric, Goal, PatientTable, SeriesMetric, ValidationStudy
+from .extensions import Control, Controller, Demo, ForecastMetric, Goal, PatientTable, SeriesMetric, ValidationStudy
 from .hooks import plugin_manager, plugin_of_module
 from .kinds import Signal, TimelineKind
 from .observation import ObservationModel
@@ -168,6 +168,4 @@ def goals() -> dict[str, Goal]:
 @functools.lru_cache(maxsize=1)
 def controllers() -> dict:
     """``{name: Controller subclass}``: closed-loop controllers (``--controller NAME``)."""
-    from .control import Controller
-
     return dict(sorted(_collect("register_controllers", _named_class(Controller, "controller")).items()))

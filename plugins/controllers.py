@@ -79,11 +79,9 @@ class _MealBolus(Controller):
     period = 5
 
     def timeline(self, tl):
-        from physiotwin.timeline import Timeline
-
         keep = ~np.isin(tl.kind, self.replaces)
         # a basal row of 0 U/h at the start: the controller delivers all the insulin
-        return Timeline(np.concatenate([[0.0], tl.time[keep]]), np.concatenate([["basal"], tl.kind[keep]]),
+        return type(tl)(np.concatenate([[0.0], tl.time[keep]]), np.concatenate([["basal"], tl.kind[keep]]),
                         np.concatenate([[0.0], tl.value[keep]]), np.concatenate([[np.nan], tl.duration[keep]]),
                         np.concatenate([[-1], tl.row[keep]]), source=tl.source, start=tl.start, kinds=tl.kinds,
                         row_label=tl.row_label)
