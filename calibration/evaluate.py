@@ -150,7 +150,7 @@ def _model_paths(twin, record: Timeline, H: int, every: int, ignore) -> tuple[np
     return origins, paths
 
 
-def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, metrics) -> list[dict]:
+def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, metrics, spreads) -> list[dict]:
     """The table rows of one kind: every model at every horizon, on the origins all share."""
     rows = []
     for h in horizons:
@@ -166,7 +166,12 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
             ref = row["rmse"] if ref is None else ref
             row["rmse_vs_persistence"] = row["rmse"] / ref if ref else np.nan
             for m in metrics:
-                row.update(m.score(p[common, :h], observed[common], h))
+                if m.spread:
+                    if name in spreads:
+                        tp, to = spreads[name]
+                        row.update(m.score(p[common, :h], observed[common], h, (tp[:, :h], to[:, :h])))
+                else:
+                    row.update(m.score(p[common, :h], observed[common], h))
             if truth is not None:  # against the truth wherever it is known, reading or not
                 mt = keep & np.isfinite(truth[origins + h - 1]) & finite_all
                 row["n_true"] = int(mt.sum())
@@ -175,6 +180,33 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
                 row["rmse_true_vs_persistence"] = row["rmse_true"] / ref_true if ref_true else np.nan
             rows.append(row)
     return rows
+
+
+SPREAD_DAYS = 2.0  # the last days of the training record whose forecast errors give each model's spread
+
+
+def _spreads(twin, train: Timeline, k: int, kind: str, H: int, every: int, models, ignore) -> dict[str, tuple]:
+    """``{model: (predicted[O, H], observed[O, H])}``: each model's forecasts 1..H minutes
+    ahead over the last `SPREAD_DAYS` of the twin's training record (known at
+    calibration), and the readings they forecast."""
+    from .data import split_record
+
+    end = float(np.max(train.time))
+    part = split_record(train, end - SPREAD_DAYS * 1440.0)[1] if end > SPREAD_DAYS * 1440.0 else train
+    minutes = record_minutes(part)
+    obs_all = readings_on_grid(part, kind, minutes + H)
+    obs = obs_all[:minutes]
+    origins = np.arange(every, minutes + 1, every)
+    keep = origins >= min(360, minutes // 4)
+    paths = {"persistence": np.repeat(_locf(obs, 10 ** 9)[np.clip(origins - 1, 0, minutes - 1)][:, None], H, 1)}
+    if "linear_ar" in models:
+        coefs, step = fit_ar(train, kind, H)
+        paths["linear_ar"] = _ar_paths(coefs, step, obs, origins)
+    for v in models:
+        if v not in paths:
+            paths[v] = twin.forecast_arrays(part, H, every, v, ignore=ignore)["reading"][..., k]
+    target = np.stack([obs_all[origins + h - 1] for h in range(1, H + 1)], axis=1)
+    return {name: (p[:len(origins)][keep], target[keep]) for name, p in paths.items()}
 
 
 def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: int = 5, warmup: int = 120,
@@ -215,7 +247,10 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
         except CalibrationError as err:
             ev.notes.append(f"{kind}: no linear_ar baseline ({err})")
         paths.update({v: p[..., k] for v, p in model_paths.items()})
-        rows += _kind_rows(kind, paths, obs_all, truth, origins, keep, horizons, forecast_metrics(kind))
+        metrics = forecast_metrics(kind)
+        spreads = _spreads(twin, train, k, kind, H, every, list(paths), ignore) if any(m.spread for m in metrics) \
+            else {}
+        rows += _kind_rows(kind, paths, obs_all, truth, origins, keep, horizons, metrics, spreads)
         present = obs[np.isfinite(obs)]
         for m in series_metrics(kind):
             summary = dict(m.summarise(present, max(1, minutes // spacing(record, kind))))

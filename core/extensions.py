@@ -50,13 +50,18 @@ class ForecastMetric:
     ``score(predicted, observed, horizon)`` gets, for every scored origin, the predicted
     readings and the readings actually recorded at minutes 1..horizon after it
     (``[origins, horizon]`` arrays in the kind's unit; NaN where nothing was read) and
-    returns ``{column: value}``; ``columns`` names them (the columns of the table)."""
+    returns ``{column: value}``; ``columns`` names them (the columns of the table).
+    With ``spread=True`` it also gets ``train = (predicted, observed)``: the same model's
+    forecasts and the readings on the last days of the twin's training record (known at
+    calibration), from which a probabilistic score takes its error spread and
+    thresholds."""
 
     name: str
     kinds: tuple[str, ...]
     columns: tuple[str, ...]
-    score: Callable[[np.ndarray, np.ndarray, int], Mapping[str, float]]
+    score: Callable[..., Mapping[str, float]]
     description: str = ""
+    spread: bool = False
 
 
 @dataclass(frozen=True)

@@ -223,11 +223,77 @@ def _describe(m) -> str:
             f"TAR>250 {m['tar250']:.0f} %, LBGI {m['lbgi']:.1f}, HBGI {m['hbgi']:.1f}")
 
 
+ALERT_SPECIFICITY = 0.9  # the alert threshold keeps this specificity on the training record
+
+
+def hypo_probability(pred, sd, threshold: float = HYPO) -> np.ndarray:
+    """Probability that a reading falls below ``threshold`` within the horizon, per origin:
+    the largest over the 5-min steps of ``P(reading_h < threshold)`` with Gaussian forecast
+    errors of SD ``sd[h]`` (a lower bound on the probability of any crossing)."""
+    from scipy.stats import norm
+
+    idx = np.arange(STEP - 1, pred.shape[1], STEP) if pred.shape[1] >= STEP else np.arange(pred.shape[1])
+    z = (threshold - pred[:, idx]) / np.asarray(sd)[idx][None, :]
+    return np.max(norm.cdf(z), axis=1)
+
+
+def roc_auc(score, event) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN without both classes."""
+    from scipy.stats import rankdata
+
+    score, event = np.asarray(score, float), np.asarray(event, bool)
+    n1, n0 = int(event.sum()), int((~event).sum())
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    ranks = rankdata(score)
+    return float((ranks[event].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def sensitivity_at_specificity(score, event, specificity: float = 0.9) -> float:
+    """The sensitivity of the alert ``score > cut``, with ``cut`` the ``specificity``
+    quantile of the scores of non-events (so that specificity >= ``specificity``)."""
+    score, event = np.asarray(score, float), np.asarray(event, bool)
+    if not event.any() or event.all():
+        return math.nan
+    cut = np.quantile(score[~event], specificity, method="higher")
+    return float(np.mean(score[event] > cut))
+
+
+def _lowest(observed) -> np.ndarray:
+    seen = np.isfinite(observed).any(axis=1)
+    return np.where(seen, np.nanmin(np.where(np.isfinite(observed), observed, np.inf), axis=1), np.nan)
+
+
+def _hypo_alert(pred, observed, horizon, train):
+    """Probabilistic alerts of a reading < 70 mg/dL within the horizon. The forecast error
+    SD per minute ahead and the alert threshold (the probability that keeps
+    `ALERT_SPECIFICITY` on the training record) come from the model's forecasts on the
+    training record; on the scored record: the alert's sensitivity and specificity, the
+    ROC AUC of the probability, and the sensitivity at 90 % specificity there."""
+    t_pred, t_obs = train
+    with np.errstate(invalid="ignore"):
+        sd = np.sqrt(np.nanmean((t_pred - t_obs) ** 2, axis=0))
+    sd = np.maximum(np.where(np.isfinite(sd), sd, np.nanmax(sd) if np.isfinite(sd).any() else 10.0), 1e-3)
+    t_low, low = _lowest(t_obs), _lowest(observed)
+    t_p, p = hypo_probability(t_pred, sd), hypo_probability(pred, sd)
+    t_ok, ok = np.isfinite(t_low) & np.isfinite(t_p), np.isfinite(low) & np.isfinite(p)
+    t_event = t_low[t_ok] < HYPO
+    cut = float(np.quantile(t_p[t_ok][~t_event], ALERT_SPECIFICITY, method="higher")) if (~t_event).any() else 0.5
+    event = low[ok] < HYPO
+    hd = hypo_detection(np.where(p[ok] > cut, 0.0, 1e9), low[ok], HYPO)
+    return {"hypo_auc": roc_auc(p[ok], event), "hypo_sens_at_spec90": sensitivity_at_specificity(p[ok], event),
+            "alert_threshold": cut, "alert_sensitivity": hd["sensitivity"], "alert_specificity": hd["specificity"]}
+
+
 @hookimpl
 def register_metrics(register):
     register(ForecastMetric("clarke_zone_a", KINDS, ("zone_a",), _zone_a,
                             "Clarke error grid zone A, % of forecasts (Clarke 1987)"))
     register(ForecastMetric("hypoglycaemia", KINDS, ("hypo_sensitivity", "hypo_specificity"), _hypo,
                             "prediction of a reading below 70 mg/dL within the horizon"))
+    register(ForecastMetric("hypo_alert", KINDS, ("hypo_auc", "hypo_sens_at_spec90", "alert_threshold",
+                                                  "alert_sensitivity", "alert_specificity"), _hypo_alert,
+                            "probabilistic alert of a reading below 70 mg/dL within the horizon (forecast error SD "
+                            "and alert threshold from the training record)", spread=True))
     register(SeriesMetric("consensus", KINDS, lambda g, expected: cgm_metrics(g, expected=expected), _describe,
                           "consensus CGM metrics (Battelino 2019), LBGI/HBGI (Kovatchev)", headline=("tir",)))
