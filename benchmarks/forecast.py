@@ -96,15 +96,17 @@ def markdown(rows: pd.DataFrame, timings: pd.DataFrame) -> str:
         out.append(f"\n### {h}-minute horizon: RMSE against CGM (mg/dL) [ratio to persistence]\n")
         recs = sorted(sub["record"].unique())
         out.append("| model | " + " | ".join(recs) + " | mean | mean ratio | RMSE vs noise-free (ratio) | zone A % |"
-                   " hypo sens | hypo spec |")
-        out.append("|---" * (len(recs) + 7) + "|")
+                   " hypo sens | hypo spec | alert sens | alert spec | AUC | sens at spec 0.9 |")
+        out.append("|---" * (len(recs) + 11) + "|")
         for m in models:
             s = sub[sub["model"] == m].set_index("record")
             cells = [f"{s.loc[r, 'rmse']:.1f}" if r in s.index else "" for r in recs]
             out.append(f"| {m} | " + " | ".join(cells) + f" | {s['rmse'].mean():.2f} | "
                        f"{s['rmse_vs_persistence'].mean():.3f} | {s['rmse_true'].mean():.2f} "
                        f"({s['rmse_true_vs_persistence'].mean():.3f}) | {s['zone_a'].mean():.1f} | "
-                       f"{s['hypo_sensitivity'].mean():.2f} | {s['hypo_specificity'].mean():.3f} |")
+                       f"{s['hypo_sensitivity'].mean():.2f} | {s['hypo_specificity'].mean():.3f} | "
+                       f"{s['alert_sensitivity'].mean():.2f} | {s['alert_specificity'].mean():.3f} | "
+                       f"{s['hypo_auc'].mean():.3f} | {s['hypo_sens_at_spec90'].mean():.2f} |")
     out.append("\n### Timings (s) and held-out fit\n")
     t = timings.groupby("twin").agg(calibrate_median=("calibrate_s", "median"), calibrate_max=("calibrate_s", "max"),
                                     forecast_median=("forecast_s", "median"), forecast_max=("forecast_s", "max"),

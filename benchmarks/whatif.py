@@ -14,8 +14,14 @@ For each simglucose adult (``--patients``, default adult#001..#010):
 4. The true counterfactual: the same simglucose patient, the same meals eaten and the
    same sensor noise stream, open loop under the changed insulin
    (`physiotwin.plugins.synthetic.replay_therapy`).
-5. ``physiotwin whatif TWIN --timeline NEW.csv --samples 200``, timed (process start
+5. ``physiotwin whatif TWIN --timeline NEW.csv --samples 100``, timed (process start
    included), and the ``mechanistic`` and ``population`` variants in-process.
+6. ``physiotwin optimize TWIN --control basal_profile --control carb_ratio --objective tir
+   --max-tbr 4``, timed; the plan applied to the record's insulin is given to the true
+   simglucose patient (same meals and sensor, open loop), and compared with the
+   patient's original therapy (the record: simglucose's basal-bolus controller dosing
+   the *logged* carbs) and with simglucose's basal-bolus controller dosing the true
+   carbs (a closed-loop baseline that knows every meal exactly).
 
 Scores over the 7 days, at every 5-min sample (never tuned on these: the twin saw only
 the original record, and nothing here was chosen by looking at the counterfactual):
@@ -138,7 +144,41 @@ def run_patient(patient: str, args) -> dict:
     row["variants_s"] = time.perf_counter() - t
     with xr.open_dataset(d / "whatif.nc") as ds:
         row.update(score(ds.load(), variants, rec, cf, start))
+    if args.optimize:
+        row.update(judge_plan(patient, d, rec, start, args))
     return row
+
+
+def _true_metrics(df: pd.DataFrame, start, days: float) -> tuple[float, float]:
+    g = _series(df, "cgm_true", start)
+    g = g[g.index < days * 1440].to_numpy()
+    return 100.0 * float(np.mean((g >= 70) & (g <= 180))), 100.0 * float(np.mean(g < 70))
+
+
+def judge_plan(patient: str, d: Path, rec: pd.DataFrame, start, args) -> dict:
+    """Optimise a plan through the twin; apply it to the true patient."""
+    import tomllib
+
+    from physiotwin.plugins.synthetic import generate_record, replay_therapy
+    from physiotwin.plugins.therapy import read_table
+
+    secs, proc = _cli("optimize", d / "twin", "--control", "basal_profile", "--control", "carb_ratio", "--objective",
+                      "tir", "--max-tbr", 4, "--out", d / "plan.toml", "--timeline-out", d / "planned.csv")
+    out = {"optimize_s": secs}
+    if proc.returncode != 0:
+        out["plan_failure"] = f"optimize exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+        return out
+    plan = tomllib.loads((d / "plan.toml").read_text())
+    out.update(pred_tir_before=plan["predicted"]["before"]["tir"]["mode"],
+               pred_tir_after=plan["predicted"]["after"]["tir"]["mode"],
+               pred_tbr_after=plan["predicted"]["after"]["tbr"]["mode"])
+    planned, _ = read_table(d / "planned.csv")
+    truth = replay_therapy(planned, patient, args.seed, start)
+    out["true_tir_original"], out["true_tbr_original"] = _true_metrics(rec, start, args.days)
+    out["true_tir_plan"], out["true_tbr_plan"] = _true_metrics(truth, start, args.days)
+    bb = generate_record(patient, days=args.days, seed=args.seed, corrupt=False, bolus_on="true")
+    out["true_tir_bb_true_carbs"], out["true_tbr_bb_true_carbs"] = _true_metrics(bb, start, args.days)
+    return out
 
 
 def _worker(patient: str, args) -> None:
@@ -182,6 +222,23 @@ def markdown(df: pd.DataFrame, args) -> str:
               "mg/dL)",
               f"- median times: calibrate {ok['calibrate_s'].median():.1f} s, whatif (CLI, {args.samples} draws, "
               f"process start included) {ok['whatif_s'].median():.1f} s"]
+    if "true_tir_plan" in ok:
+        p = ok.dropna(subset=["true_tir_plan"])
+        raised = int(((p["true_tir_plan"] > p["true_tir_original"]) & (p["true_tbr_plan"] <= 4.0)).sum())
+        lines += ["", "Optimised plan (basal profile + carb ratio, objective TIR, TBR <= 4 %), applied to the true "
+                  "patient; TIR/TBR (%) of the true noise-free sensor glucose over the same days:", "",
+                  "| patient | TIR original | TBR original | TIR plan | TBR plan | TIR BB true carbs | TBR BB true carbs "
+                  "| predicted TIR before -> after | optimize s |", "|---|---|---|---|---|---|---|---|---|"]
+        for _, r in p.iterrows():
+            lines.append(f"| {r['patient']} | {r['true_tir_original']:.1f} | {r['true_tbr_original']:.2f} | "
+                         f"{r['true_tir_plan']:.1f} | {r['true_tbr_plan']:.2f} | {r['true_tir_bb_true_carbs']:.1f} | "
+                         f"{r['true_tbr_bb_true_carbs']:.2f} | {r['pred_tir_before']:.1f} -> {r['pred_tir_after']:.1f} "
+                         f"| {r['optimize_s']:.0f} |")
+        lines += ["", f"- the plan raised the true TIR with true TBR <= 4 % for {raised} of {len(p)} patients; mean "
+                  f"true TIR {p['true_tir_original'].mean():.1f} -> {p['true_tir_plan'].mean():.1f} % (BB with true "
+                  f"carbs {p['true_tir_bb_true_carbs'].mean():.1f} %), mean true TBR "
+                  f"{p['true_tbr_original'].mean():.2f} -> {p['true_tbr_plan'].mean():.2f} %; median optimize "
+                  f"{p['optimize_s'].median():.0f} s"]
     failed = df[df["failure"].notna()] if "failure" in df else df.iloc[:0]
     for _, r in failed.iterrows():
         lines.append(f"- {r['patient']}: not scored, {r['failure']}")
@@ -195,7 +252,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bolus", type=float, default=1.25)
     ap.add_argument("--night-basal", type=float, default=0.8)
-    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--no-optimize", dest="optimize", action="store_false")
     ap.add_argument("--out-dir", default="data/whatif")
     ap.add_argument("--markdown", default=None, help="Write the results table here.")
     ap.add_argument("--refit", action="store_true", help="Calibrate again even when a twin is there.")

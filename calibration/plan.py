@@ -7,6 +7,10 @@ an input signal, bounded as a safety limit) changed, and the multipliers are opt
 series) under limits on other goals (``{name: (low, high)}``), with quadratic
 penalties.
 
+**Scored on the record.** Each goal is scored on the readings the record holds plus the
+change the twin predicts for the plan (the fitted trajectory fills gaps), so the plan
+starts from what really happened, including lows the fit may have smoothed away.
+
 **Robust.** Besides the fitted parameters, ``samples`` draws from the twin's Laplace
 posterior replay every candidate plan (as in a what-if, each draw predicts the change,
 added to the fitted trajectory); the objective is their mean and every draw must meet
@@ -30,7 +34,7 @@ import numpy as np
 
 from ..errors import CalibrationError
 from ..inputs import Inputs
-from .data import record_minutes
+from .data import readings_on_grid, record_minutes
 from .hybrid import TwinField
 from .problem import substeps
 from .whatif import Plan, corrected_inputs, draws_of, plan_of, replay, window_layout
@@ -98,7 +102,7 @@ class _Problem(eqx.Module):
     plan: Plan
     values: jax.Array  # [minute, signal] the record's inputs (corrected)
     base: jax.Array  # [S, T] each draw's replay of the record (the kind's column)
-    fitted: jax.Array  # [T] the fitted trajectory of the kind
+    fitted: jax.Array  # [T] the record's readings of the kind (the fitted trajectory in gaps)
     nonneg: jax.Array
     layout: _Layout
     column: int = eqx.field(static=True)
@@ -220,7 +224,11 @@ def _problem(twin, layout: _Layout, samples: int, seed: int, kind: str) -> tuple
     prob = _Problem(twin.model, twin.hybrid, jnp.asarray(np.concatenate(thetas)), jnp.asarray(day0), plan,
                     jnp.asarray(inputs.values), jnp.zeros(1), jnp.zeros(1), nonneg, layout, column)
     runs = np.asarray(_predicted(jnp.zeros(sum(layout.size)), prob))  # fitted + run - 0 = run
-    prob = eqx.tree_at(lambda p: (p.base, p.fitted), prob, (jnp.asarray(runs), jnp.asarray(runs[0])))
+    # the goals are scored on what was read plus the predicted change (the fitted trajectory
+    # where a reading is missing): a fit that misses some lows must not hide them from the plan
+    read = readings_on_grid(record, kind, minutes)[4::5][:runs.shape[1]]
+    start = np.where(np.isfinite(read), read, runs[0])
+    prob = eqx.tree_at(lambda p: (p.base, p.fitted), prob, (jnp.asarray(runs), jnp.asarray(start)))
     return prob, minutes
 
 

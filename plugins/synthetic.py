@@ -380,7 +380,10 @@ def replay_therapy(record: pd.DataFrame, patient: str, seed: int, start: str | d
 
     The record's length is its ``days`` attribute, else the last reading's time + 5 min."""
     t0 = datetime.fromisoformat(start) if isinstance(start, str) else start
-    minute = ((pd.to_datetime(record["time"]) - pd.Timestamp(t0)).dt.total_seconds() / 60).round().astype(int)
+    if pd.api.types.is_numeric_dtype(record["time"]):  # minutes since start
+        minute = record["time"].round().astype(int)
+    else:
+        minute = ((pd.to_datetime(record["time"]) - pd.Timestamp(t0)).dt.total_seconds() / 60).round().astype(int)
     kind = record["kind"].to_numpy()
     days = record.attrs.get("days")
     total = _minutes_of(days) if days else int(minute[kind == "cgm_true"].max()) + SAMPLE_TIME

@@ -88,7 +88,7 @@ def test_new_kinds_convert_units_and_refuse_implausible_values():
 
 def test_domain_pieces_come_through_hooks():
     assert {"meal_size", "sodium_intake"} <= set(corrections())
-    assert [m.name for m in forecast_metrics("cgm")] == ["clarke_zone_a", "hypoglycaemia"]
+    assert [m.name for m in forecast_metrics("cgm")] == ["clarke_zone_a", "hypoglycaemia", "hypo_alert"]
     assert forecast_metrics("map") == [] and [m.name for m in series_metrics("bg")] == ["consensus"]
     assert pt.units.conversion("mmol/L", "mg/dL", "glucose")[0] == pytest.approx(18.0156)
     from physiotwin.registry import demos, patient_tables, validation_studies

@@ -238,11 +238,17 @@ def test_the_optimised_plan_respects_its_limit_and_raises_the_objective(twin, pl
     assert after["tir"]["mode"] > before["tir"]["mode"]
     m = p["controls"]["basal_profile"]["basal_multiplier"]
     assert len(m) == 8 and all(0.5 <= x <= 2.0 for x in m)
-    # the plan's timeline replays to what the optimiser predicted
+    # the plan's timeline replays to what the optimiser predicted: the record's readings
+    # (the fitted trajectory in gaps) plus the predicted change
     ds = twin.whatif(plan / "planned.csv")
-    metrics = ds["cgm_metrics"].to_pandas()["whatif"]
-    assert metrics["tir"] == pytest.approx(after["tir"]["mode"], abs=0.01)
-    assert metrics["tbr70"] <= 2.0 + 0.05
+    rec = twin.training_timeline()
+    read = readings_on_grid(rec, "cgm", ds.sizes["time"] * 5)[4::5]
+    g = np.where(np.isfinite(read), read, ds["cgm_original"].values) + ds["cgm_change"].values
+    assert 100 * np.mean((g >= 70) & (g <= 180)) == pytest.approx(after["tir"]["mode"], abs=0.01)
+    assert 100 * np.mean(g < 70) <= 2.0 + 0.05
+    assert before["tir"]["mode"] == pytest.approx(100 * np.mean((np.where(np.isfinite(read), read, ds[
+        "cgm_original"].values) >= 70) & (np.where(np.isfinite(read), read, ds["cgm_original"].values) <= 180)),
+        abs=0.01)
 
 
 def test_optimize_refuses_bad_input(twin_dir, twin, tmp_path, monkeypatch):
