@@ -96,7 +96,14 @@ def plot_timeseries(ds: xr.Dataset, path: str | Path, panels: Sequence[tuple[str
     if len(patients) <= 10:
         axes[0, 0].legend(fontsize=7, ncol=min(5, len(patients)))
     axes[-1, 0].set_xlabel("time [h]")
-    fig.suptitle(title or f"physiotwin: {ds.attrs.get('organs', '')}")
+    return _save(fig, path, title or f"physiotwin: {ds.attrs.get('organs', '')}")
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    """Title, lay out and write a figure as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
     fig.tight_layout()
     with _atomic(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -132,9 +139,4 @@ def plot_replay(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1, 0].set_xlabel("time since the record's start [h]")
-    fig.suptitle(title or f"physiotwin what-if: {ds.attrs.get('timeline', '')}")
-    fig.tight_layout()
-    with _atomic(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path, title or f"physiotwin what-if: {ds.attrs.get('timeline', '')}")

@@ -21,7 +21,7 @@ def meals(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("controller", ["basal_bolus", "pid", "mpc"])
+@pytest.mark.parametrize("controller", ["basal_bolus", "pid", pytest.param("mpc", marks=pytest.mark.slow)])
 def test_each_controller_keeps_nominal_patients_in_range(meals, controller):
     ds = pt.simulate(["glucose"], ["adult#001", "adult#005"], meals, hours=24, controller=controller)
     assert (ds["solver_status"].values == 0).all() and ds.attrs["controller"] == controller
@@ -56,6 +56,7 @@ def test_controller_cli_and_bad_input(meals, tmp_path):
         pt.simulate(["cardiovascular"], "adult#001", None, hours=1, controller="pid")
 
 
+@pytest.mark.slow
 def test_whatif_under_a_controller(twin_dir):
     from physiotwin.calibration.twin import Twin
 

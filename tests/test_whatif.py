@@ -112,6 +112,7 @@ def test_whatif_cli_writes_the_contract_with_bands(twin_dir, changed, tmp_path):
     assert plot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_whatif_is_reproducible_and_bands_cover_the_mode(twin, changed):
     a = twin.whatif(changed, 30, seed=3)
     b = twin.whatif(changed, 30, seed=3)
@@ -135,6 +136,7 @@ def test_whatif_extends_past_the_record(twin, tmp_path):
     assert ds["cgm"].values[-1] > ds["cgm_original"].values[-1]  # the extra meal raises glucose
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["mechanistic", "population"])
 def test_whatif_variants(twin, changed, variant):
     ds = twin.whatif(changed, variant=variant)
@@ -228,6 +230,7 @@ def plan(twin_dir, tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_the_optimised_plan_respects_its_limit_and_raises_the_objective(twin, plan):
     import tomllib
 
@@ -251,6 +254,7 @@ def test_the_optimised_plan_respects_its_limit_and_raises_the_objective(twin, pl
         abs=0.01)
 
 
+@pytest.mark.slow
 def test_optimize_refuses_bad_input(twin_dir, twin, tmp_path, monkeypatch):
     out = tmp_path / "plan.toml"
 
