@@ -44,7 +44,7 @@ from ..errors import CalibrationError, TwinError
 from ..inputs import Inputs, minute_inputs
 from ..integrate import FixedSteps, integrate
 from ..timeline import Timeline
-from .data import correction_plans, record_minutes
+from .data import correction_plans, readings_on_grid, record_minutes
 from .fit import rest_state
 from .hybrid import Hybrid, TwinField
 from .problem import rest_signals, split_windows, substeps
@@ -335,8 +335,10 @@ def _metrics(kind: str, series: np.ndarray) -> dict[str, float]:
 
 def _kind_variables(twin, res: WhatIf) -> tuple[dict, dict]:
     """Per observed kind: the predicted (noise-free) readings of the record and the new
-    timeline, their change, bands, and the kind's series metrics side by side."""
+    timeline, their change, the record's readings plus that change, bands, and the kind's
+    series metrics side by side."""
     data, coords = {}, {}
+    record = twin.training_timeline()
     for om in twin.observations:
         k, col = om.kind, res.columns.index(om.output_name(twin.model))
         attrs = {"units": om.unit, "output": om.output_name(twin.model)}
@@ -345,6 +347,9 @@ def _kind_variables(twin, res: WhatIf) -> tuple[dict, dict]:
         data[k] = (("time",), res.mode[1, :, col], {**attrs, "long_name": f"{k} under the new timeline, noise-free"})
         data[f"{k}_change"] = (("time",), res.mode[1, :, col] - res.mode[0, :, col],
                                {**attrs, "long_name": f"change of {k}: new minus record replay"})
+        read = readings_on_grid(record, k, res.minutes)[res.time.astype(int) - 1]
+        data[f"{k}_record_plus_change"] = (("time",), read + res.mode[1, :, col] - res.mode[0, :, col], {
+            **attrs, "long_name": f"the record's {k} readings plus the predicted change (NaN where none was read)"})
         scen = {"original": _metrics(k, res.mode[0, :, col]), "whatif": _metrics(k, res.mode[1, :, col])}
         names = list(scen["original"])
         if names:
