@@ -139,4 +139,4 @@ def plot_replay(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1, 0].set_xlabel("time since the record's start [h]")
-    return _save(fig, path, title or f"physiotwin what-if: {ds.attrs.get('timeline', '')}")
+    return _save(fig, path, title or f"physiotwin what-if: {Path(str(ds.attrs.get('timeline', ''))).name}")

@@ -99,16 +99,16 @@ def test_a_changed_meal_loses_its_correction(twin, tmp_path):
 
 def test_whatif_cli_writes_the_contract_with_bands(twin_dir, changed, tmp_path):
     out, plot = tmp_path / "wi.nc", tmp_path / "wi.png"
-    res = _invoke("whatif", twin_dir, "--timeline", changed, "--out", out, "--samples", 40, "--plot", plot)
+    res = _invoke("whatif", twin_dir, "--timeline", changed, "--out", out, "--samples", 30, "--plot", plot)
     assert res.exit_code == 0, res.output
     assert "tir" in res.output and "90 % band" in res.output
     with xr.open_dataset(out) as ds:
         assert ds["glucose.plasma_glucose"].attrs["units"] == "mg/dL"
-        assert ds["cgm_samples"].dims == ("sample", "time") and ds.sizes["sample"] == 40
+        assert ds["cgm_samples"].dims == ("sample", "time") and ds.sizes["sample"] == 30
         q = ds["cgm_quantiles"].values
         assert np.all(np.diff(q, axis=0) >= 0) and np.all(q[-1] - q[0] > 0)
         assert ds["cgm_metrics_quantiles"].dims == ("quantile", "cgm_metric")
-        assert ds.attrs["samples"] == 40
+        assert ds.attrs["samples"] == 30
     assert plot.stat().st_size > 10_000
 
 
@@ -211,7 +211,7 @@ def test_bands_widen_when_the_data_are_fewer(twin, record_parts, tmp_path):
         df, start = read_table(path)
         new = tmp_path / f"{path.stem}_new.csv"
         write_table(change_therapy(df, start, bolus=1.5), new, start)
-        q = t.whatif(new, 60, variant="mechanistic")["cgm_model_quantiles"]
+        q = t.whatif(new, 30, variant="mechanistic")["cgm_model_quantiles"]
         widths.append(float((q.isel(quantile=-1) - q.isel(quantile=0)).sel(time=slice(0, 18 * 60)).mean()))
     assert np.median(sds[0] / sds[1]) > 1.1
     assert widths[0] > 1.1 * widths[1]
