@@ -12,8 +12,9 @@ runs it. The alert columns come from the ``hypo_alert`` metric
 (`physiotwin.plugins.glucose_metrics`): a Gaussian forecast error whose SD per minute
 ahead, and the alert threshold (90 % specificity), are set on the twin's training
 record; reported are the ROC AUC of the alert probability, the sensitivity and
-specificity of the alert on the 3 test days, and the sensitivity at 90 % specificity
-there. An event is any reading < 70 mg/dL within the horizon (ongoing lows count, which
+specificity of the alert on the 3 test days, the sensitivity at 90 % specificity
+there, and the coverage of the 90 % forecast band (`coverage90`). An event is any reading
+< 70 mg/dL within the horizon (ongoing lows count, which
 favours persistence).
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["hypo_auc", "hypo_sens_at_spec90", "alert_sensitivity", "alert_specificity", "hypo_sensitivity",
+COLUMNS = ["coverage90", "hypo_auc", "hypo_sens_at_spec90", "alert_sensitivity", "alert_specificity", "hypo_sensitivity",
            "hypo_specificity", "rmse"]
 
 

@@ -15,6 +15,10 @@ what was known at each origin, and is scored, kind by kind, against the readings
 - ``mechanistic``: the calibrated mechanism without residual networks;
 - ``twin``: the calibrated twin (the hybrid when it has networks).
 
+For kinds with a probabilistic metric, ``coverage90`` is the share of readings inside
+each model's 90 % band (Gaussian, with the SD of its forecast errors at that horizon on
+the last `SPREAD_DAYS` of the training record).
+
 Generic scores per kind, model and horizon: ``n`` (origins with a reading at origin +
 horizon), RMSE and MAE (in the kind's unit), RMSE relative to persistence; when the
 record carries the kind's ground truth (a ``truth_of`` kind of a simulated record),
@@ -35,6 +39,7 @@ import pandas as pd
 from ..errors import CalibrationError
 from ..timeline import Timeline
 from .data import check_kinds, readings_on_grid, record_minutes
+from .forecast import SPREAD_DAYS, Z90, error_sd
 from .scores import mae, rmse
 
 __all__ = ["Evaluation", "evaluate", "fit_ar", "AR_LAGS"]
@@ -165,6 +170,10 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
                    "rmse": rmse(pred[common], target[common]), "mae": mae(pred[common], target[common])}
             ref = row["rmse"] if ref is None else ref
             row["rmse_vs_persistence"] = row["rmse"] / ref if ref else np.nan
+            if name in spreads:  # the 90 % band from the training record's forecast errors
+                sd = error_sd(*(a[:, h - 1:h] for a in spreads[name]))[0]
+                row["coverage90"] = float(np.mean(np.abs(pred[common] - target[common]) <= Z90 * sd)) \
+                    if common.any() else np.nan
             for m in metrics:
                 if m.spread:
                     if name in spreads:
@@ -180,9 +189,6 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
                 row["rmse_true_vs_persistence"] = row["rmse_true"] / ref_true if ref_true else np.nan
             rows.append(row)
     return rows
-
-
-SPREAD_DAYS = 2.0  # the last days of the training record whose forecast errors give each model's spread
 
 
 def _spreads(twin, train: Timeline, k: int, kind: str, H: int, every: int, models, ignore) -> dict[str, tuple]:

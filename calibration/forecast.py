@@ -29,9 +29,23 @@ from ..integrate import integrate
 from ..timeline import Timeline
 from .filter import Filter, filter_jit
 
-__all__ = ["forecast_paths", "known_inputs", "origins_of", "run_forecast", "BLOCK"]
+__all__ = ["forecast_paths", "known_inputs", "origins_of", "run_forecast", "error_sd", "BLOCK", "SPREAD_DAYS", "Z90"]
 
 BLOCK = 128  # origins simulated together
+SPREAD_DAYS = 2.0  # the last days of the training record whose forecast errors give a model's spread
+Z90 = 1.6448536269514722  # standard normal 95th percentile: a central 90 % band is +- Z90 SD
+
+
+def error_sd(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """RMS error per column of ``predicted - observed`` (``[origin, horizon]``), NaN-aware;
+    a horizon with no reading takes the largest SD of the others."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.sqrt(np.nanmean((predicted - observed) ** 2, axis=0))
+    fill = np.nanmax(sd) if np.isfinite(sd).any() else np.nan
+    return np.where(np.isfinite(sd), sd, fill)
 
 
 def forecast_paths(flt: Filter, y_origin, e_origin, inputs: Inputs, t_origin, extra_cols: tuple[int, ...]):

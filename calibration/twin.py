@@ -195,11 +195,33 @@ class Twin:
         return run_forecast(flt, tl, rec.inputs, rec.obs, y0, q, int(horizon), int(every),
                             tuple(col for _, col, _ in self._extras()))
 
+    def error_spread(self, horizon: int, every: int = 5, variant: str = "twin") -> np.ndarray:
+        """``sd[horizon, kind]``: the SD of the variant's forecast errors 1..horizon minutes
+        ahead, on the last `SPREAD_DAYS` of the training record (known at calibration)."""
+        from .forecast import SPREAD_DAYS, error_sd
+
+        tl = self.training_timeline()
+        if tl is None:
+            raise CalibrationError("the twin has no training record saved; it cannot give forecast bands")
+        end = float(np.max(tl.time))
+        part = split_record(tl, end - SPREAD_DAYS * 1440.0)[1] if end > SPREAD_DAYS * 1440.0 else tl
+        res = self.forecast_arrays(part, horizon, every, variant)
+        o, minutes = res["origin"], int(math.ceil(float(np.max(part.time)) + 1e-9))
+        keep = o >= min(360, minutes // 4)
+        out = []
+        for k, om in enumerate(self.observations):
+            obs = readings_on_grid(part, om.kind, minutes + horizon)
+            target = np.stack([obs[o + h - 1] for h in range(1, horizon + 1)], axis=1)
+            out.append(error_sd(res["reading"][keep, :, k], target[keep]))
+        return np.stack(out, axis=-1)
+
     def forecast(self, record, horizons: Sequence[int] = (30, 60), every: int = 5, variant: str = "twin",
-                 ignore: Sequence[str] = ()) -> xr.Dataset:
+                 ignore: Sequence[str] = (), bands: bool = False) -> xr.Dataset:
         """Forecast every observed kind at ``horizons`` (min) from every ``every`` minutes of
         ``record`` (a path or `Timeline`): one variable per kind, named as the kind, in its
-        unit; see `physiotwin.calibration.forecast`."""
+        unit; see `physiotwin.calibration.forecast`. ``bands``: also ``{kind}_lower`` and
+        ``{kind}_upper``, a 90 % predictive band (Gaussian, with the SD of the variant's
+        forecast errors at each horizon on the training record, `error_spread`)."""
         tl, source = read_record(record)
         horizons = [int(h) for h in horizons]
         if not horizons or min(horizons) < 1:
@@ -211,6 +233,17 @@ class Twin:
         data = {om.kind: (("origin", "horizon"), res["reading"][:, h, k],
                           {"units": om.unit, "long_name": f"predicted {om.kind} reading", "output": om.output})
                 for k, om in enumerate(self.observations)}
+        if bands:
+            from .forecast import Z90
+
+            sd = self.error_spread(max(horizons), every, variant)[h]
+            for k, om in enumerate(self.observations):
+                for name, sign in (("lower", -1.0), ("upper", 1.0)):
+                    band = res["reading"][:, h, k] + sign * Z90 * sd[None, :, k]
+                    data[f"{om.kind}_{name}"] = (("origin", "horizon"), band, {
+                        "units": om.unit,
+                        "long_name": f"{name} end of the 90 % predictive band of {om.kind} (forecast errors on the "
+                                     "training record)"})
         for j, (var, col, unit) in enumerate(self._extras()):
             data[var] = (("origin", "horizon"), res["extra"][:, h, j],
                          {"units": unit, "long_name": f"predicted {self.model.output_names[col]} (noise-free)"})

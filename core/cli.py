@@ -376,8 +376,9 @@ def _twin_and_record(command):
 @_twin_and_record
 @click.option("--variant", type=click.Choice(["twin", "mechanistic", "population"]), default="twin",
               show_default=True, help="Which parameters forecast (see physiotwin.calibration.twin).")
+@click.option("--bands", is_flag=True, help="Also a 90 % predictive band per kind (KIND_lower, KIND_upper).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
-def forecast(twin_dir, record, horizons, every, ignore, variant, out) -> None:
+def forecast(twin_dir, record, horizons, every, ignore, variant, bands, out) -> None:
     """Forecast every observation kind of a saved twin from every origin of RECORD; write NetCDF.
 
     One variable per kind, named as the kind, in its unit."""
@@ -387,7 +388,7 @@ def forecast(twin_dir, record, horizons, every, ignore, variant, out) -> None:
     check_writable(out)
     twin = Twin.load(twin_dir)
     tl = _read_record(record)
-    ds = twin.forecast(tl, horizons, every, variant, ignore=list(ignore))
+    ds = twin.forecast(tl, horizons, every, variant, ignore=list(ignore), bands=bands)
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['origin']} origins x horizons {', '.join(map(str, horizons))} min, "
                f"variant {variant}, kinds {', '.join(twin.kinds)})")

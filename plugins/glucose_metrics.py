@@ -270,13 +270,11 @@ def _hypo_alert(pred, observed, horizon, train):
     `ALERT_SPECIFICITY` on the training record) come from the model's forecasts on the
     training record; on the scored record: the alert's sensitivity and specificity, the
     ROC AUC of the probability, and the sensitivity at 90 % specificity there."""
-    import warnings
+    from physiotwin.calibration.forecast import error_sd
 
     t_pred, t_obs = train
-    with warnings.catch_warnings():  # a minute ahead with no reading at all: NaN, replaced below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sd = np.sqrt(np.nanmean((t_pred - t_obs) ** 2, axis=0))
-    sd = np.maximum(np.where(np.isfinite(sd), sd, np.nanmax(sd) if np.isfinite(sd).any() else 10.0), 1e-3)
+    sd = error_sd(t_pred, t_obs)
+    sd = np.maximum(np.where(np.isfinite(sd), sd, 10.0), 1e-3)
     t_low, low = _lowest(t_obs), _lowest(observed)
     t_p, p = hypo_probability(t_pred, sd), hypo_probability(pred, sd)
     t_ok, ok = np.isfinite(t_low) & np.isfinite(t_p), np.isfinite(low) & np.isfinite(p)

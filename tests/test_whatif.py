@@ -215,3 +215,17 @@ def test_bands_widen_when_the_data_are_fewer(twin, record_parts, tmp_path):
         widths.append(float((q.isel(quantile=-1) - q.isel(quantile=0)).sel(time=slice(0, 18 * 60)).mean()))
     assert np.median(sds[0] / sds[1]) > 1.1
     assert widths[0] > 1.1 * widths[1]
+
+
+def test_forecast_bands_and_their_coverage(twin_dir, record_parts, tmp_path):
+    out = tmp_path / "fc.nc"
+    res = _invoke("forecast", twin_dir, record_parts[1], "--horizon", 30, "--bands", "--out", out)
+    assert res.exit_code == 0, res.output
+    with xr.open_dataset(out) as ds:
+        lo, mid, hi = (ds[v].values for v in ("cgm_lower", "cgm", "cgm_upper"))
+        assert np.all(lo < mid) and np.all(mid < hi) and ds["cgm_upper"].attrs["units"] == "mg/dL"
+    table = tmp_path / "ev.csv"
+    res = _invoke("evaluate", twin_dir, record_parts[1], "--horizon", 30, "--out", table)
+    assert res.exit_code == 0, res.output
+    cov = pd.read_csv(table).set_index("model")["coverage90"]
+    assert cov.between(0, 1).all() and cov["twin"] > 0.5
