@@ -217,6 +217,7 @@ def test_bands_widen_when_the_data_are_fewer(twin, record_parts, tmp_path):
     assert widths[0] > 1.1 * widths[1]
 
 
+@pytest.mark.slow
 def test_forecast_bands_and_their_coverage(twin_dir, record_parts, tmp_path):
     out = tmp_path / "fc.nc"
     res = _invoke("forecast", twin_dir, record_parts[1], "--horizon", 30, "--bands", "--out", out)
