@@ -141,11 +141,8 @@ def prepare_record(model: Model, tl: Timeline, observations: Sequence[Observatio
     if require_readings and not np.isfinite(obs).any():
         raise CalibrationError(f"{source}: the record has no readings of {', '.join(map(repr, kinds))} to "
                                f"calibrate against")
-    day0 = 0.0
-    if tl.start is not None:
-        day0 = tl.start.hour * 60.0 + tl.start.minute + tl.start.second / 60.0
     return Record(tl, obs_minutes, minute_inputs(model, tl, obs_minutes), kinds, obs,
-                  correction_plans(model, tl, corrections, obs_minutes), day0, source, tl.start)
+                  correction_plans(model, tl, corrections, obs_minutes), tl.minute_of_day, source, tl.start)
 
 
 def split_record(tl: Timeline, at: float) -> tuple[Timeline, Timeline]:

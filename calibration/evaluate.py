@@ -39,7 +39,7 @@ import pandas as pd
 from ..errors import CalibrationError
 from ..timeline import Timeline
 from .data import check_kinds, readings_on_grid, record_minutes
-from .forecast import SPREAD_DAYS, Z90, error_sd
+from .forecast import Z90, error_sd, readings_ahead, spread_origins, spread_part
 from .scores import mae, rmse
 
 __all__ = ["Evaluation", "evaluate", "fit_ar", "AR_LAGS"]
@@ -191,27 +191,27 @@ def _kind_rows(kind: str, paths: dict, obs_all, truth, origins, keep, horizons, 
     return rows
 
 
-def _spreads(twin, train: Timeline, k: int, kind: str, H: int, every: int, models, ignore) -> dict[str, tuple]:
+def _spreads(twin, train: Timeline, k: int, kind: str, H: int, every: int, models, ar_fit, ignore, cache: dict
+             ) -> dict[str, tuple]:
     """``{model: (predicted[O, H], observed[O, H])}``: each model's forecasts 1..H minutes
     ahead over the last `SPREAD_DAYS` of the twin's training record (known at
-    calibration), and the readings they forecast."""
-    from .data import split_record
-
-    end = float(np.max(train.time))
-    part = split_record(train, end - SPREAD_DAYS * 1440.0)[1] if end > SPREAD_DAYS * 1440.0 else train
+    calibration), and the readings they forecast. ``ar_fit``: the kind's AR fit (or
+    None); ``cache`` keeps the twin's forecasts there across kinds."""
+    part = spread_part(train)
     minutes = record_minutes(part)
     obs_all = readings_on_grid(part, kind, minutes + H)
     obs = obs_all[:minutes]
     origins = np.arange(every, minutes + 1, every)
-    keep = origins >= min(360, minutes // 4)
+    keep = spread_origins(origins, minutes)
     paths = {"persistence": np.repeat(_locf(obs, 10 ** 9)[np.clip(origins - 1, 0, minutes - 1)][:, None], H, 1)}
     if "linear_ar" in models:
-        coefs, step = fit_ar(train, kind, H)
-        paths["linear_ar"] = _ar_paths(coefs, step, obs, origins)
+        paths["linear_ar"] = _ar_paths(*ar_fit, obs, origins)
     for v in models:
         if v not in paths:
-            paths[v] = twin.forecast_arrays(part, H, every, v, ignore=ignore)["reading"][..., k]
-    target = np.stack([obs_all[origins + h - 1] for h in range(1, H + 1)], axis=1)
+            if v not in cache:
+                cache[v] = twin.forecast_arrays(part, H, every, v, ignore=ignore)["reading"]
+            paths[v] = cache[v][..., k]
+    target = readings_ahead(obs_all, origins, H)
     return {name: (p[:len(origins)][keep], target[keep]) for name, p in paths.items()}
 
 
@@ -234,7 +234,7 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
     origins, model_paths = _model_paths(twin, record, H, every, ignore)
     keep = origins >= warmup
     ev = Evaluation(pd.DataFrame(), {}, int(keep.sum()), record.source)
-    rows = []
+    rows, cache = [], {}
     for k, kind in enumerate(twin.kinds):
         obs_all = readings_on_grid(record, kind, minutes + H)
         obs = obs_all[:minutes]
@@ -243,9 +243,10 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
         truth = truth if truth is not None and np.isfinite(truth).any() else None
         last = _locf(obs, 10 ** 9)[np.clip(origins - 1, 0, minutes - 1)]
         paths = {"persistence": np.repeat(last[:, None], H, axis=1)}
+        ar_fit = None
         try:
-            coefs, step = fit_ar(train, kind, H)
-            ar = _ar_paths(coefs, step, obs, origins)
+            ar_fit = fit_ar(train, kind, H)
+            ar = _ar_paths(*ar_fit, obs, origins)
             if np.isfinite(ar[keep]).any():
                 paths["linear_ar"] = ar
             else:
@@ -254,8 +255,8 @@ def evaluate(twin, record: Timeline, horizons: Sequence[int] = (30, 60), every: 
             ev.notes.append(f"{kind}: no linear_ar baseline ({err})")
         paths.update({v: p[..., k] for v, p in model_paths.items()})
         metrics = forecast_metrics(kind)
-        spreads = _spreads(twin, train, k, kind, H, every, list(paths), ignore) if any(m.spread for m in metrics) \
-            else {}
+        spreads = _spreads(twin, train, k, kind, H, every, list(paths), ar_fit, ignore, cache) \
+            if any(m.spread for m in metrics) else {}
         rows += _kind_rows(kind, paths, obs_all, truth, origins, keep, horizons, metrics, spreads)
         present = obs[np.isfinite(obs)]
         for m in series_metrics(kind):

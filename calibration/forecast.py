@@ -29,11 +29,31 @@ from ..integrate import integrate
 from ..timeline import Timeline
 from .filter import Filter, filter_jit
 
-__all__ = ["forecast_paths", "known_inputs", "origins_of", "run_forecast", "error_sd", "BLOCK", "SPREAD_DAYS", "Z90"]
+__all__ = ["forecast_paths", "known_inputs", "origins_of", "run_forecast", "error_sd", "spread_part", "readings_ahead",
+           "spread_origins", "BLOCK", "SPREAD_DAYS", "Z90"]
 
 BLOCK = 128  # origins simulated together
 SPREAD_DAYS = 2.0  # the last days of the training record whose forecast errors give a model's spread
 Z90 = 1.6448536269514722  # standard normal 95th percentile: a central 90 % band is +- Z90 SD
+
+
+def spread_part(train: Timeline) -> Timeline:
+    """The last `SPREAD_DAYS` of a training record (all of it when shorter)."""
+    from .data import split_record
+
+    end = float(np.max(train.time))
+    return split_record(train, end - SPREAD_DAYS * 1440.0)[1] if end > SPREAD_DAYS * 1440.0 else train
+
+
+def readings_ahead(obs: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """``[origin, horizon]``: the readings 1..horizon minutes after each origin (``obs`` on
+    the minute grid, at least ``max(origins) + horizon`` long)."""
+    return np.stack([obs[origins + h - 1] for h in range(1, horizon + 1)], axis=1)
+
+
+def spread_origins(origins: np.ndarray, minutes: int) -> np.ndarray:
+    """Which origins of a spread part are scored (after the filter settles)."""
+    return origins >= min(360, minutes // 4)
 
 
 def error_sd(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:

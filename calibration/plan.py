@@ -206,11 +206,8 @@ def _summary(goal_list, pred) -> dict[str, dict[str, float]]:
     return out
 
 
-def _problem(twin, layout: _Layout, samples: int, seed: int, kind: str) -> tuple[_Problem, int]:
-    record = twin.training_timeline()
+def _problem(twin, record, minutes: int, layout: _Layout, samples: int, seed: int, kind: str) -> _Problem:
     starts, ends, L = window_layout(twin, "twin")
-    minutes = record_minutes(record)
-    minutes -= minutes % 5
     fitted = {k: np.asarray(v) for k, v in twin.result.corrections.items()}
     inputs: Inputs = corrected_inputs(twin.model, record, record, minutes, fitted)
     plan = plan_of(inputs, starts, ends, L)
@@ -219,17 +216,16 @@ def _problem(twin, layout: _Layout, samples: int, seed: int, kind: str) -> tuple
         thetas.append(draws_of(twin, "twin", samples, 1.0, np.random.default_rng(seed)))
     om = twin.observations[twin.kinds.index(kind)]
     column = list(twin.model.output_names).index(om.output_name(twin.model))
-    day0 = 0.0 if record.start is None else record.start.hour * 60.0 + record.start.minute
     nonneg = jnp.asarray([twin.model.declaration(n).nonnegative for n in twin.model.state_names])
-    prob = _Problem(twin.model, twin.hybrid, jnp.asarray(np.concatenate(thetas)), jnp.asarray(day0), plan,
+    prob = _Problem(twin.model, twin.hybrid, jnp.asarray(np.concatenate(thetas)), jnp.asarray(record.minute_of_day),
+                    plan,
                     jnp.asarray(inputs.values), jnp.zeros(1), jnp.zeros(1), nonneg, layout, column)
     runs = np.asarray(_predicted(jnp.zeros(sum(layout.size)), prob))  # fitted + run - 0 = run
     # the goals are scored on what was read plus the predicted change (the fitted trajectory
     # where a reading is missing): a fit that misses some lows must not hide them from the plan
     read = readings_on_grid(record, kind, minutes)[4::5][:runs.shape[1]]
     start = np.where(np.isfinite(read), read, runs[0])
-    prob = eqx.tree_at(lambda p: (p.base, p.fitted), prob, (jnp.asarray(runs), jnp.asarray(start)))
-    return prob, minutes
+    return eqx.tree_at(lambda p: (p.base, p.fitted), prob, (jnp.asarray(runs), jnp.asarray(start)))
 
 
 def optimize_plan(twin, controls: Sequence[str], objective: str, limits: Mapping[str, tuple[float, float]],
@@ -247,10 +243,9 @@ def optimize_plan(twin, controls: Sequence[str], objective: str, limits: Mapping
     if record is None or "twin" not in twin.result.windows:
         raise CalibrationError("this twin was saved before what-if replays were supported; calibrate it again")
     goal, limit_list = _goals_of(twin, objective, limits)
-    day0 = 0.0 if record.start is None else record.start.hour * 60.0 + record.start.minute
     minutes = record_minutes(record) - record_minutes(record) % 5
-    layout = _layout(twin, list(dict.fromkeys(controls)), record, minutes, day0)
-    prob, _ = _problem(twin, layout, int(samples), int(seed), goal.kind)
+    layout = _layout(twin, list(dict.fromkeys(controls)), record, minutes, record.minute_of_day)
+    prob = _problem(twin, record, minutes, layout, int(samples), int(seed), goal.kind)
     best_x, best, n_steps = _solve(prob, goal, tuple(limit_list), int(steps))
     if not np.isfinite(float(best)):
         raise CalibrationError("the plan's optimisation diverged (non-finite loss): the twin's replay fails for "

@@ -198,20 +198,19 @@ class Twin:
     def error_spread(self, horizon: int, every: int = 5, variant: str = "twin") -> np.ndarray:
         """``sd[horizon, kind]``: the SD of the variant's forecast errors 1..horizon minutes
         ahead, on the last `SPREAD_DAYS` of the training record (known at calibration)."""
-        from .forecast import SPREAD_DAYS, error_sd
+        from .data import record_minutes
+        from .forecast import error_sd, readings_ahead, spread_origins, spread_part
 
         tl = self.training_timeline()
         if tl is None:
             raise CalibrationError("the twin has no training record saved; it cannot give forecast bands")
-        end = float(np.max(tl.time))
-        part = split_record(tl, end - SPREAD_DAYS * 1440.0)[1] if end > SPREAD_DAYS * 1440.0 else tl
+        part = spread_part(tl)
         res = self.forecast_arrays(part, horizon, every, variant)
-        o, minutes = res["origin"], int(math.ceil(float(np.max(part.time)) + 1e-9))
-        keep = o >= min(360, minutes // 4)
+        o, minutes = res["origin"], record_minutes(part)
+        keep = spread_origins(o, minutes)
         out = []
         for k, om in enumerate(self.observations):
-            obs = readings_on_grid(part, om.kind, minutes + horizon)
-            target = np.stack([obs[o + h - 1] for h in range(1, horizon + 1)], axis=1)
+            target = readings_ahead(readings_on_grid(part, om.kind, minutes + horizon), o, horizon)
             out.append(error_sd(res["reading"][keep, :, k], target[keep]))
         return np.stack(out, axis=-1)
 
@@ -306,15 +305,21 @@ class Twin:
         return cls(**parts)
 
     def training_timeline(self) -> Timeline | None:
-        """The record the twin was fitted on (saved with it), or None."""
+        """The record the twin was fitted on (saved with it), or None. Parsed once (a
+        `Timeline` is immutable)."""
         if self.record_text is None:
             return None
+        cached = self.__dict__.get("_training")
+        if cached is not None and cached[0] is self.record_text:
+            return cached[1]
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
             path = (Path(d) / (Path(self.record_source).name or "record.csv")).with_suffix(".csv")
             path.write_text(self.record_text)
-            return read_timeline(path)
+            tl = read_timeline(path)
+        self._training = (self.record_text, tl)
+        return tl
 
     def __repr__(self):
         kind = "hybrid" if self.hybrid is not None else "mechanistic"

@@ -245,11 +245,11 @@ def _controlled_replays(model: Model, thetas, hybrid: Hybrid | None, day0, recor
 
 
 def _controlled(twin, tl: Timeline, controller: str, thetas: np.ndarray, plan: Plan, fitted, record, minutes: int,
-                every: int, args):
+                every: int, hybrid: Hybrid | None, nonneg):
     """The what-if under a closed-loop controller (`physiotwin.control`)."""
     from ..control import controlled, setup
 
-    model, day0 = twin.model, float(args[1])
+    model, day0 = twin.model, record.minute_of_day
     ctl, tl_c = controlled(controller, model, tl, minutes, day0)
     inputs = corrected_inputs(model, tl_c, record, minutes, fitted)
     W, L = plan.win.values.shape[:2]
@@ -257,8 +257,8 @@ def _controlled(twin, tl: Timeline, controller: str, thetas: np.ndarray, plan: P
     jumps[np.arange(1, W) * L] = np.asarray(plan.jumps)[1:]
     setups = [setup(ctl, model, th, tl, minutes, day0) for th in thetas]
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *setups)
-    return _controlled_replays(model, jnp.asarray(thetas), args[0], jnp.asarray(day0), plan, inputs,
-                               jnp.asarray(jumps), plan.starts[0], stacked, args[2], substeps(model), int(every))
+    return _controlled_replays(model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), plan, inputs,
+                               jnp.asarray(jumps), plan.starts[0], stacked, nonneg, substeps(model), int(every))
 
 
 def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, seed: int = 0,
@@ -286,7 +286,7 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
         plans = [eqx.tree_at(lambda p: p.starts, p, p.starts.at[0].set(y0)) for p in plans]
     nonneg = jnp.asarray([twin.model.declaration(n).nonnegative for n in twin.model.state_names])
     hybrid = twin.hybrid if variant == "twin" else None
-    day0 = 0.0 if record.start is None else record.start.hour * 60.0 + record.start.minute + record.start.second / 60
+    day0 = record.minute_of_day
     rng = np.random.default_rng(seed)
     thetas = [twin.theta(variant)[None]]
     if samples:
@@ -297,8 +297,8 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
         out = np.asarray(_replays(twin.model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), stacked, nonneg,
                                   substeps(twin.model), int(every)))
     else:
-        out = np.asarray(_controlled(twin, tl, controller, thetas, plans[0], fitted, record, minutes, every,
-                                     (hybrid, day0, nonneg)))
+        out = np.asarray(_controlled(twin, tl, controller, thetas, plans[0], fitted, record, minutes, every, hybrid,
+                                     nonneg))
     return _result(twin, variant, out, samples, minutes, every, n_rec, rng)
 
 

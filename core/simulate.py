@@ -370,7 +370,7 @@ def simulate_controlled(sim: Simulator, names, theta: np.ndarray, single: bool, 
     if abs(minutes - float(sim.times[-1])) > 1e-9 or minutes % int(every) or float(every) != int(every):
         raise SimulationError("with --controller, the duration and --every must be whole minutes, the duration a "
                               "multiple of --every")
-    day0 = 0.0 if tl.start is None else tl.start.hour * 60.0 + tl.start.minute
+    day0 = tl.minute_of_day
     ctl, tl_c = controlled(controller, sim.model, tl, minutes, day0)
     inputs = minute_inputs(sim.model, tl_c, minutes)
     setups = [setup(ctl, sim.model, th, tl_c, minutes, day0) for th in theta]

@@ -193,6 +193,12 @@ class Timeline:
             array.setflags(write=False)
             object.__setattr__(self, name, array)
 
+    @property
+    def minute_of_day(self) -> float:
+        """The minute of the day at time 0 (0 when the timeline has no absolute start)."""
+        s = self.start
+        return 0.0 if s is None else s.hour * 60.0 + s.minute + s.second / 60.0
+
     @classmethod
     def empty(
         cls,

@@ -79,12 +79,11 @@ class _MealBolus(Controller):
     period = 5
 
     def timeline(self, tl):
-        keep = ~np.isin(tl.kind, self.replaces)
+        rest = super().timeline(tl)
         # a basal row of 0 U/h at the start: the controller delivers all the insulin
-        return type(tl)(np.concatenate([[0.0], tl.time[keep]]), np.concatenate([["basal"], tl.kind[keep]]),
-                        np.concatenate([[0.0], tl.value[keep]]), np.concatenate([[np.nan], tl.duration[keep]]),
-                        np.concatenate([[-1], tl.row[keep]]), source=tl.source, start=tl.start, kinds=tl.kinds,
-                        row_label=tl.row_label)
+        return type(tl)(np.append(0.0, rest.time), np.append("basal", rest.kind), np.append(0.0, rest.value),
+                        np.append(np.nan, rest.duration), np.append(-1, rest.row), source=tl.source, start=tl.start,
+                        kinds=tl.kinds, row_label=tl.row_label)
 
     def prepare(self, tl, minutes, day0):
         return _announced(tl, minutes, self.period)

@@ -178,10 +178,6 @@ def _bolus_layout(which: str):
     return layout
 
 
-def _table_minutes(df, start):
-    return _minutes(df, start)
-
-
 def _apply_basal(df, m, start):
     m = np.asarray(m, dtype=float)
     return scale_basal(df, start, lambda hour: m[(hour // BLOCK_HOURS).astype(int) % len(m)],
@@ -191,7 +187,7 @@ def _apply_basal(df, m, start):
 def _apply_bolus(which: str):
     def apply(df, m, start):
         out = df.reset_index(drop=True).copy()
-        minutes = _table_minutes(out, start)
+        minutes = _minutes(out, start)
         rows = np.flatnonzero((out["kind"] == "bolus").to_numpy())
         meal = meal_bolus(minutes[rows], minutes[(out["kind"] == "carbs").to_numpy()])
         keep = {"meal": meal, "correction": ~meal, "each": np.ones(len(rows), bool)}[which]

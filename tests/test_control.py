@@ -33,8 +33,8 @@ def test_each_controller_keeps_nominal_patients_in_range(meals, controller):
     assert insulin[:, -1].min() > 0  # insulin was delivered by the controller (the timeline has none)
 
 
-def test_controllers_respond_to_a_missed_meal_bolus_differently(meals):
-    """Without meals the closed loops hold glucose near their target; BB keeps its basal."""
+def test_without_meals_the_pid_holds_glucose_nearer_its_target_than_the_fixed_basal():
+    """Without meals the PID steers glucose towards 120 mg/dL; BB only keeps its basal."""
     bb = pt.simulate(["glucose"], "adult#001", None, hours=12, controller="basal_bolus")
     pid = pt.simulate(["glucose"], "adult#001", None, hours=12, controller="pid")
     g_bb, g_pid = bb["glucose.subcutaneous_glucose"].values, pid["glucose.subcutaneous_glucose"].values
