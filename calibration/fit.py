@@ -77,6 +77,8 @@ class FitResult:
     # fitted start and end state of every shooting window, and the Laplace covariance of z
     windows: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     covariance: dict[str, np.ndarray] = field(default_factory=dict)
+    # the final unknowns as the optimiser holds them (not saved): a population fit starts from them
+    unknowns: dict | None = None
 
 
 def rest_state(model: Model, theta, first_inputs, rest=None):
@@ -166,8 +168,8 @@ def _mechanistic_stage(cal: Objective, prob: Problem, record: Record, W: int, hi
     return mech, val, k
 
 
-def _hybrid_stage(cal: Objective, prob: Problem, mech, diag_warnings: list, history: list):
-    s = cal.settings
+def mechanistic_trajectory(cal: Objective, prob: Problem, mech) -> tuple[np.ndarray, np.ndarray]:
+    """States ``[T, S]`` and outputs ``[T, O]`` of the fitted mechanism at every minute of the windows."""
     model = cal.model
     theta = cal.space.theta(mech["z"])
     arrays = fit_arrays(cal, prob, mech, None)
@@ -176,18 +178,32 @@ def _hybrid_stage(cal: Objective, prob: Problem, mech, diag_warnings: list, hist
     values = np.asarray(arrays["values"])
     outs = np.asarray(jax.jit(jax.vmap(lambda y, u: model.evaluate(0.0, y, theta, u)[1]))(
         jnp.asarray(ys), values.reshape(-1, values.shape[-1])))
-    net = Hybrid.create(model, jax.random.PRNGKey(s.seed), s.width, s.depth, ys, outs)
+    return ys, outs
+
+
+def _hybrid_stage(cal: Objective, prob: Problem, mech, diag_warnings: list, history: list,
+                  shared: Hybrid | None = None):
+    """Train residual networks with the mechanistic unknowns; with ``shared`` (a
+    population's networks), train only the patient's conditioning vector and keep the
+    networks as they are. Returns ``(params, hybrid)``, or None when the stage diverged."""
+    s = cal.settings
+    model = cal.model
+    if shared is None:
+        ys, outs = mechanistic_trajectory(cal, prob, mech)
+        net = Hybrid.create(model, jax.random.PRNGKey(s.seed), s.width, s.depth, ys, outs, only=s.slots or None)
+    else:
+        net = shared.with_conditioning(np.zeros(shared.cond.shape[0]))
     if not net.slots:
         raise CalibrationError(f"no organ in the composition ({', '.join(model.organ_names)}) declares a "
                                f"residual slot: use --no-hybrid")
     batched = jax.tree_util.tree_map(lambda a: a[None], mech)
     best_h, net, val_h, diverged = adam_stage(cal, batched, net, prob, s.hybrid_steps, "hybrid", history, "hybrid",
-                                              True)
+                                              "conditioning" if shared is not None else True)
     if not np.isfinite(val_h[0]) or diverged:
         diag_warnings.append("the hybrid stage diverged (non-finite loss); the twin is the calibrated mechanism")
     if not np.isfinite(val_h[0]):
-        return None, None, None
-    return jax.tree_util.tree_map(lambda a: a[0], best_h), net, float(val_h[0])
+        return None
+    return jax.tree_util.tree_map(lambda a: a[0], best_h), net
 
 
 def gauss_newton(cal: Objective, params, prob: Problem, hybrid: Hybrid | None = None) -> np.ndarray:
@@ -245,8 +261,10 @@ def _residual_share(cal: Objective, net: Hybrid, observed, values, theta) -> dic
     ys = obs_np[..., nk:nk + S].reshape(-1, S)
     dy = np.asarray(jax.jit(jax.vmap(lambda y, u: cal.model.evaluate(0.0, y, theta, u)[0]))(
         jnp.asarray(ys), values.reshape(-1, values.shape[-1])))
-    return {slot.name: float(np.sqrt(np.mean(r[:, i] ** 2))
-                             / max(np.sqrt(np.mean((dy[:, slot.state] + r[:, i]) ** 2)), 1e-12))
+    # an additive slot: RMS term over RMS total derivative; a modulating slot: RMS relative change
+    return {slot.name: float(np.sqrt(np.mean(r[:, i] ** 2)) if slot.modulates else
+                             np.sqrt(np.mean(r[:, i] ** 2)) / max(np.sqrt(np.mean((dy[:, slot.state] + r[:, i]) ** 2)),
+                                                                  1e-12))
             for i, slot in enumerate(net.slots)}
 
 
@@ -279,9 +297,11 @@ def _by_kind(kinds, values) -> dict[str, float | None]:
 
 
 def fit_record(model: Model, record: Record, observations: Sequence[ObservationModel], space: ParameterSpace,
-               settings: FitSettings, hybrid: bool) -> tuple[FitResult, ParameterSpace]:
+               settings: FitSettings, hybrid: bool | Hybrid) -> tuple[FitResult, ParameterSpace]:
     """Calibrate ``model`` to ``record``; see the module docstring. Returns the result and the
-    parameter space actually fitted (``space`` without the parameters no observation informs)."""
+    parameter space actually fitted (``space`` without the parameters no observation informs).
+    ``hybrid``: train networks (`True`), none (`False`), or use these (a population's shared
+    networks: only the patient's conditioning vector is fitted)."""
     t_start = time.perf_counter()
     if settings.window is None:
         settings = replace(settings, window=int(max(o.shooting_window for o in model.organs)))
@@ -303,10 +323,11 @@ def fit_record(model: Model, record: Record, observations: Sequence[ObservationM
     mech, val, k = _mechanistic_stage(cal, prob, record, shape[0], history)
     mech_arrays = fit_arrays(cal, prob, mech, None)
     final, net, arrays = mech, None, mech_arrays
-    if hybrid:
-        h_params, h_net, _ = _hybrid_stage(cal, prob, mech, warnings, history)
-        if h_net is not None:
-            final, net, arrays = h_params, h_net, fit_arrays(cal, prob, h_params, h_net)
+    if hybrid is not False:
+        stage = _hybrid_stage(cal, prob, mech, warnings, history, hybrid if isinstance(hybrid, Hybrid) else None)
+        if stage is not None:
+            final, net = stage
+            arrays = fit_arrays(cal, prob, final, net)
     extra = {"mechanistic_validation_rmse": _by_kind(record.kinds, mech_arrays["rmse"]),
              "mechanistic_validation_score": float(val[k]), "multistart_validation_score": [float(v) for v in val],
              "chosen_start": k, "not_informed": [n for n, ok in informed.items() if not ok], "warnings": warnings}
@@ -324,7 +345,8 @@ def fit_record(model: Model, record: Record, observations: Sequence[ObservationM
         scale=np.asarray(prob.scale), history=history, diagnostics=diag,
         windows={"twin": (np.asarray(arrays["starts"]), np.asarray(arrays["y_end"])),
                  "mechanistic": (np.asarray(mech_arrays["starts"]), np.asarray(mech_arrays["y_end"]))},
-        covariance={"twin": laplace_covariance(hess), "mechanistic": laplace_covariance(hess_mech)}), space
+        covariance={"twin": laplace_covariance(hess), "mechanistic": laplace_covariance(hess_mech)},
+        unknowns=jax.tree_util.tree_map(np.asarray, final)), space
 
 
 def _subspace(space: ParameterSpace, names: Sequence[str]) -> ParameterSpace:

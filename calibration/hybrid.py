@@ -13,11 +13,21 @@ can learn daily patterns the log misses (habitual unlogged snacks). Every net's 
 untrained hybrid *is* the mechanism (bit for bit, tested). This is the universal
 differential equation of Rackauckas et al. (arXiv:2001.04385, 2020) restricted to
 the places an organ author allows.
+
+A slot that declares `rates` (`physiotwin.Residual`) *modulates* rates instead: its net
+gives a relative change ``m`` and the hybrid adds ``sign * m * output`` to each named
+state's derivative, so a time-of-day-dependent sensitivity keeps the mechanism's shape.
+
+Population hybrids (`physiotwin.calibration.population`) share one set of nets among
+patients; each patient has a low-dimensional conditioning vector ``c`` that every net
+also sees (de Rooij et al., npj Syst Biol Appl 2025). A per-patient hybrid has no
+conditioning (``c`` of length 0).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import equinox as eqx
@@ -28,6 +38,7 @@ from jaxtyping import Array, Float
 
 from ..composer import Model
 from ..errors import WiringError
+from ..units import same_dimension
 from ..integrate import AbstractField
 
 __all__ = ["Slot", "Hybrid", "slots_of", "TwinField"]
@@ -45,10 +56,16 @@ class Slot:
     state_features: tuple[int, ...]
     output_features: tuple[int, ...]
     feature_names: tuple[str, ...]
+    rates: tuple[tuple[int, int, float], ...] = ()  # (state, output, sign) of a modulating slot
+
+    @property
+    def modulates(self) -> bool:
+        return bool(self.rates)
 
 
-def slots_of(model: Model) -> tuple[Slot, ...]:
-    """Resolve every organ's `Residual` declarations in ``model``."""
+def slots_of(model: Model, only: Sequence[str] | None = None) -> tuple[Slot, ...]:
+    """Resolve every organ's `Residual` declarations in ``model`` (``only``: these slots,
+    by qualified name ``organ.slot``)."""
     out = []
     for organ in model.organs:
         for r in getattr(organ, "residuals", ()):
@@ -67,7 +84,29 @@ def slots_of(model: Model) -> tuple[Slot, ...]:
                                       f"state nor an output of the organ")
                 names.append(qf)
             out.append(Slot(f"{organ.name}.{r.name}", model.state_names.index(q), float(r.scale), tuple(sf),
-                            tuple(of), tuple(names)))
+                            tuple(of), tuple(names), _rates(model, organ, r)))
+    if only is not None:
+        unknown = sorted(set(only) - {s.name for s in out})
+        if unknown:
+            raise WiringError(f"unknown residual slot(s) {', '.join(unknown)}; the composition declares "
+                              f"{', '.join(s.name for s in out) or 'none'}")
+        out = [s for s in out if s.name in only]
+    return tuple(out)
+
+
+def _rates(model: Model, organ, r) -> tuple[tuple[int, int, float], ...]:
+    """Indices of a modulating slot's ``(state, output, sign)``, units checked."""
+    out = []
+    for state, output, sign in r.rates:
+        qs, qo = f"{organ.name}.{state}", f"{organ.name}.{output}"
+        if qs not in model.state_names or qo not in model.output_names:
+            raise WiringError(f"organ {organ.name!r}: residual slot {r.name!r} modulates {output!r} into {state!r}, "
+                              f"but the organ has no such {'state' if qs not in model.state_names else 'output'}")
+        per_min = f"({model.declaration(qs).unit}) / min"
+        if not same_dimension(model.declaration(qo).unit, per_min):
+            raise WiringError(f"organ {organ.name!r}: residual slot {r.name!r}: output {output!r} is in "
+                              f"{model.declaration(qo).unit}, not in the unit of {state!r} per minute ({per_min})")
+        out.append((model.state_names.index(qs), model.output_names.index(qo), float(sign)))
     return tuple(out)
 
 
@@ -83,6 +122,7 @@ class Hybrid(eqx.Module):
     model: Model = eqx.field(static=True)
     slots: tuple[Slot, ...] = eqx.field(static=True)
     nets: tuple[eqx.nn.MLP, ...]
+    cond: Array  # the patient's conditioning vector (length 0 for a per-patient hybrid)
     # feature normalisation (mean, spread) per slot: fixed before training, not trained
     mean: tuple[tuple[float, ...], ...] = eqx.field(static=True)
     spread: tuple[tuple[float, ...], ...] = eqx.field(static=True)
@@ -91,14 +131,16 @@ class Hybrid(eqx.Module):
 
     @classmethod
     def create(cls, model: Model, key: Array, width: int = 16, depth: int = 2,
-               ys: np.ndarray | None = None, outs: np.ndarray | None = None) -> "Hybrid":
+               ys: np.ndarray | None = None, outs: np.ndarray | None = None,
+               only: Sequence[str] | None = None, conditioning: int = 0) -> "Hybrid":
         """Nets with zero output; features normalised by ``ys[T,S]``/``outs[T,O]`` statistics
-        (a mechanistic trajectory), or unnormalised when those are not given."""
-        slots = slots_of(model)
+        (a mechanistic trajectory), or unnormalised when those are not given. ``only``: the
+        slots to use (default all); ``conditioning``: length of the conditioning vector."""
+        slots = slots_of(model, only)
         keys = jax.random.split(key, max(1, len(slots)))
         nets, mean, spread = [], [], []
         for slot, k in zip(slots, keys):
-            n_in = len(slot.feature_names) + 4
+            n_in = len(slot.feature_names) + 4 + conditioning
             mlp = eqx.nn.MLP(n_in, 1, width, depth, activation=jax.nn.tanh, key=k, dtype=jnp.float64)
             nets.append(_zero_last_layer(mlp))
             if ys is None:
@@ -110,29 +152,42 @@ class Hybrid(eqx.Module):
                 mean.append(tuple(float(v) for v in np.mean(f, axis=0)))
                 sd = np.std(f, axis=0)
                 spread.append(tuple(float(max(v, 1e-6 * max(1.0, abs(m)))) for v, m in zip(sd, np.mean(f, axis=0))))
-        return cls(model, slots, tuple(nets), tuple(mean), tuple(spread), width, depth)
+        return cls(model, slots, tuple(nets), jnp.zeros((conditioning,), jnp.float64), tuple(mean), tuple(spread),
+                   width, depth)
 
-    def terms(self, t: Array, y: Float[Array, " state"], outs: Float[Array, " output"], day0: Array
-              ) -> Float[Array, " slot"]:
-        """The residual terms (state unit per minute), one per slot."""
-        if not self.slots:
-            return jnp.zeros((0,), y.dtype)
+    def inputs(self, t: Array, y: Float[Array, " state"], outs: Float[Array, " output"], day0: Array
+               ) -> tuple[Array, ...]:
+        """Each slot's network input: its normalised features, the clock (sin and cos of one
+        and two cycles a day) and the conditioning vector."""
         phase = 2.0 * math.pi * (t + day0) / DAY
         clock = jnp.stack([jnp.sin(phase), jnp.cos(phase), jnp.sin(2.0 * phase), jnp.cos(2.0 * phase)])
-        vals = []
-        for slot, net, m, s in zip(self.slots, self.nets, self.mean, self.spread):
+        out = []
+        for slot, m, s in zip(self.slots, self.mean, self.spread):
             f = jnp.concatenate([y[jnp.asarray(slot.state_features, dtype=int)],
                                  outs[jnp.asarray(slot.output_features, dtype=int)]])
             z = (f - jnp.asarray(m)) / jnp.asarray(s)
-            vals.append(slot.scale * net(jnp.concatenate([z, clock]))[0])
-        return jnp.stack(vals)
+            out.append(jnp.concatenate([z, clock.astype(z.dtype), self.cond.astype(z.dtype)]))
+        return tuple(out)
+
+    def terms(self, t: Array, y: Float[Array, " state"], outs: Float[Array, " output"], day0: Array
+              ) -> Float[Array, " slot"]:
+        """The residual terms, one per slot: state unit per minute, or for a modulating slot
+        the relative change (1)."""
+        if not self.slots:
+            return jnp.zeros((0,), y.dtype)
+        return jnp.stack([slot.scale * net(x)[0] for slot, net, x in
+                          zip(self.slots, self.nets, self.inputs(t, y, outs, day0))])
 
     def evaluate(self, t, y, theta, u, day0):
         """``(dy, outputs, terms)``: the hybrid derivative, the model outputs and the residual terms."""
         dy, outs = self.model.evaluate(t, y, theta, u)
         r = self.terms(t, y, outs, day0)
         for i, slot in enumerate(self.slots):
-            dy = dy.at[slot.state].add(r[i])
+            if slot.modulates:
+                for state, output, sign in slot.rates:
+                    dy = dy.at[state].add(sign * r[i] * outs[output])
+            else:
+                dy = dy.at[slot.state].add(r[i])
         return dy, outs, r
 
     def l2(self) -> Array:
@@ -147,16 +202,21 @@ class Hybrid(eqx.Module):
         """JSON-able description, enough to rebuild the same structure for loading."""
         return {"slots": [s.name for s in self.slots], "features": [list(s.feature_names) for s in self.slots],
                 "width": self.width, "depth": self.depth, "mean": [list(m) for m in self.mean],
-                "spread": [list(s) for s in self.spread]}
+                "spread": [list(s) for s in self.spread], "conditioning": int(self.cond.shape[0])}
 
     @classmethod
     def from_spec(cls, model: Model, spec: dict) -> "Hybrid":
-        h = cls.create(model, jax.random.PRNGKey(0), spec["width"], spec["depth"])
+        h = cls.create(model, jax.random.PRNGKey(0), spec["width"], spec["depth"], only=spec["slots"],
+                       conditioning=int(spec.get("conditioning", 0)))
         if [s.name for s in h.slots] != list(spec["slots"]):
             raise WiringError(f"the twin's residual slots {spec['slots']} do not match the composition's "
                               f"{[s.name for s in h.slots]}")
-        return cls(model, h.slots, h.nets, tuple(tuple(float(v) for v in m) for m in spec["mean"]),
+        return cls(model, h.slots, h.nets, h.cond, tuple(tuple(float(v) for v in m) for m in spec["mean"]),
                    tuple(tuple(float(v) for v in s) for s in spec["spread"]), spec["width"], spec["depth"])
+
+    def with_conditioning(self, cond) -> "Hybrid":
+        """The same nets with another conditioning vector."""
+        return eqx.tree_at(lambda h: h.cond, self, jnp.asarray(cond, jnp.float64))
 
 
 class TwinField(AbstractField):

@@ -126,8 +126,9 @@ class Objective(eqx.Module):
         if hybrid is not None and hybrid.slots:
             r = observed[..., len(self.obs_cols) + len(self.model.state_names):]
             scales = jnp.asarray([s.scale for s in hybrid.slots])
+            # a population's conditioning vector has a standard normal prior
             penalty = (self.settings.residual_weight * jnp.mean((r / scales) ** 2) * prob.n_obs
-                       + self.settings.l2 * hybrid.l2())
+                       + self.settings.l2 * hybrid.l2() + 0.5 * jnp.sum(hybrid.cond ** 2))
         total = nll + prior + continuity + penalty
         parts = {"nll": nll, "prior": prior, "continuity": continuity, "penalty": penalty,
                  "train_rmse": self.rmse(observed[..., :len(self.obs_cols)], jnp.moveaxis(prob.obs, 0, -1))}

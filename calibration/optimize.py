@@ -49,14 +49,23 @@ def progress(total, desc, enabled):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def _adam_programs(cal: Objective, prob, hybrid, train_nets: bool):
+def trainable(hybrid, what) -> tuple:
+    """``(trained, fixed)`` parts of a hybrid: every array (``what=True``) or only the
+    conditioning vector (``what="conditioning"``: a population's shared networks stay fixed)."""
+    if what == "conditioning":
+        spec = jax.tree_util.tree_map(lambda _: False, hybrid)
+        return eqx.partition(hybrid, eqx.tree_at(lambda h: h.cond, spec, replace=True))
+    return eqx.partition(hybrid, eqx.is_inexact_array)
+
+
+def _adam_programs(cal: Objective, prob, hybrid, train_nets):
     """The jitted Adam update and validation of a stage, and its optimiser states' init."""
     s = cal.settings
     if train_nets:
-        nets_p, nets_static = eqx.partition(hybrid, eqx.is_inexact_array)
+        nets_p, nets_static = trainable(hybrid, train_nets)
     else:
         nets_p, nets_static = None, hybrid
-    opt = optax.adam(s.lr)
+    opt = optax.adam(s.hybrid_lr if train_nets else s.lr)
     opt_net = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(s.net_lr))
 
     def batched_loss(params, nets_p):
@@ -87,7 +96,8 @@ def _adam_programs(cal: Objective, prob, hybrid, train_nets: bool):
 
 def adam_stage(cal: Objective, params, hybrid, prob, steps, desc, history, stage, train_nets):
     """Adam over the (batched over starts) mechanistic unknowns, and the nets when training a
-    hybrid, with early stopping on the validation score. Returns ``(best params, best hybrid,
+    hybrid (``train_nets``: `True`, or ``"conditioning"`` for only the conditioning vector),
+    with early stopping on the validation score. Returns ``(best params, best hybrid,
     best validation score per start, any non-finite loss seen)``."""
     s = cal.settings
     update, validate, init, nets_p, nets_static = _adam_programs(cal, prob, hybrid, train_nets)

@@ -27,6 +27,7 @@ when there is one).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
@@ -382,7 +383,7 @@ def default_organs(kinds: Sequence[str]) -> list[str]:
 
 def calibrate(record, organs: Sequence[str] | None = None, *, hybrid: bool = True, seed: int = 0,
               noise: str = "ar1", fit: Sequence[str] | None = None, population: str = "adult",
-              settings: FitSettings | None = None, ignore: Sequence[str] = (), **options) -> Twin:
+              settings: FitSettings | None = None, ignore: Sequence[str] = (), shared=None, **options) -> Twin:
     """Calibrate a twin of one patient from a record (path or `Timeline`).
 
     Arguments:
@@ -396,6 +397,9 @@ def calibrate(record, organs: Sequence[str] | None = None, *, hybrid: bool = Tru
             observation of the record informs are left at their prior.
         population: prefix of the bundled patients that make the prior (``"adult"``).
         ignore: observation kinds of the record to leave out.
+        shared: a population directory (`calibrate_population`) or `Population`: its
+            networks are used as they are, and only the patient's parameters and
+            conditioning vector are fitted (the organs default to the population's).
         settings / options: `FitSettings`, or its fields as keywords.
     """
     from ..registry import corrections
@@ -407,11 +411,24 @@ def calibrate(record, organs: Sequence[str] | None = None, *, hybrid: bool = Tru
     kinds = [k for k in observed_kinds(tl) if k not in ignore]
     if not kinds:
         raise CalibrationError(f"{source}: the record has no readings of an observation kind to calibrate against")
+    pop = None
+    if shared is not None:
+        from .shared import Population, load_population
+
+        pop = shared if isinstance(shared, Population) else load_population(shared)
+        if organs and list(organs) != pop.organs:
+            raise CalibrationError(f"the population was trained on organs {pop.organs}, not {list(organs)}")
+        organs, hybrid = pop.organs, pop.hybrid
+        settings = replace(settings, slots=tuple(pop.meta["spec"]["slots"]))
     organs = default_organs(kinds) if not organs else list(organs)
     model = compose(organs)
     observations = observation_models_for(model, kinds, source, {"noise": noise})
     rec = prepare_record(model, tl, observations, [c() for c in corrections().values()], source)
     result, space = fit_record(model, rec, observations, population_space(model, fit, population), settings, hybrid)
+    if pop is not None:
+        result.diagnostics["population"] = {"directory": str(pop.directory), "networks_sha256": pop.networks_sha,
+                                            "conditioning": np.asarray(result.hybrid.cond).tolist()
+                                            if result.hybrid is not None else None}
     twin = Twin(list(organs), [(om.name, om.option_values()) for om in observations], space, result, settings, {},
                 result.scale, source, timeline_text(tl), model)
     # the filters of the population twin and of the calibrated mechanism are tuned apart; the

@@ -85,7 +85,7 @@ def replay(field: TwinField, stepping: FixedSteps, plan: Plan, nonneg, every: in
 
 
 @eqx.filter_jit
-def _replays(model: Model, thetas, hybrid: Hybrid | None, day0, plans: Plan, nonneg, stepping: FixedSteps,
+def replays(model: Model, thetas, hybrid: Hybrid | None, day0, plans: Plan, nonneg, stepping: FixedSteps,
              every: int):
     """Replays of every plan (stacked on a leading axis) under every parameter vector."""
 
@@ -228,10 +228,10 @@ def _reading_noise(twin, variant: str, n: int, minutes: int, every: int, rng) ->
 
 
 @eqx.filter_jit
-def _controlled_replays(model: Model, thetas, hybrid: Hybrid | None, day0, record: Plan, inputs: Inputs, jumps, y0,
+def _controlledreplays(model: Model, thetas, hybrid: Hybrid | None, day0, record: Plan, inputs: Inputs, jumps, y0,
                         setups, nonneg, stepping: FixedSteps, every: int):
     """Per parameter vector: the record's replay and the closed loop over the new
-    timeline (with the record's disturbances), stacked like `_replays`."""
+    timeline (with the record's disturbances), stacked like `replays`."""
     from ..control import closed_loop
 
     def one(theta, st):
@@ -257,7 +257,7 @@ def _controlled(twin, tl: Timeline, controller: str, thetas: np.ndarray, plan: P
     jumps[np.arange(1, W) * L] = np.asarray(plan.jumps)[1:]
     setups = [setup(ctl, model, th, tl, minutes, day0) for th in thetas]
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *setups)
-    return _controlled_replays(model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), plan, inputs,
+    return _controlledreplays(model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), plan, inputs,
                                jnp.asarray(jumps), plan.starts[0], stacked, nonneg, substeps(model), int(every))
 
 
@@ -294,7 +294,7 @@ def whatif_arrays(twin, tl: Timeline, variant: str = "twin", samples: int = 0, s
     thetas = np.concatenate(thetas)
     if controller is None:
         stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *plans)
-        out = np.asarray(_replays(twin.model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), stacked, nonneg,
+        out = np.asarray(replays(twin.model, jnp.asarray(thetas), hybrid, jnp.asarray(day0), stacked, nonneg,
                                   substeps(twin.model), int(every)))
     else:
         out = np.asarray(_controlled(twin, tl, controller, thetas, plans[0], fitted, record, minutes, every, hybrid,

@@ -323,9 +323,14 @@ def _print_identifiability(rows) -> None:
               help="Error form, for the observation models that offer one.")
 @click.option("--fit", "fit", multiple=True, help="Parameter to fit, organ.param (repeat; default: the organs' own).")
 @click.option("--ignore-kind", "ignore", multiple=True, help="Observation kind of the record to leave out (repeat).")
+@click.option("--slot", "slots", multiple=True,
+              help="Residual slot of a hybrid, organ.slot (repeat; default: every slot the organs declare).")
+@click.option("--population", "shared", type=click.Path(file_okay=False),
+              help="Population directory (calibrate-population): use its shared networks and fit only this "
+                   "patient's parameters and conditioning vector.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybrid_steps, window, noise, fit, ignore,
-              quiet) -> None:
+              slots, shared, quiet) -> None:
     """Fit a patient twin to RECORD (a timeline with readings) and save it to --out.
 
     Exit status 3: a twin was written, but part of the fit failed (see the warnings)."""
@@ -338,11 +343,13 @@ def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybri
     if out_path.is_dir() and any(out_path.iterdir()) and not (out_path / "twin.json").exists():
         _fail(f"--out {out}: folder is not empty and holds no twin; not overwriting it")
     tl = _read_record(record)
-    options = {"seed": seed, "optimizer": optimizer, "starts": starts, "progress": not quiet}
+    options = {"seed": seed, "optimizer": optimizer, "starts": starts, "progress": not quiet, "slots": slots}
     options.update({k: v for k, v in (("steps", steps), ("hybrid_steps", hybrid_steps), ("window", window))
                     if v is not None})
+    if shared and not hybrid:
+        _fail("--population uses the population's networks; it cannot be combined with --no-hybrid")
     twin = run(tl, list(organs) or None, hybrid=hybrid, noise=noise, fit=list(fit) or None, settings=FitSettings(**options),
-               ignore=list(ignore))
+               ignore=list(ignore), shared=shared)
     twin.record_source = Path(record).name
     twin.save(out_path)
     click.echo(f"wrote {out}")
@@ -355,6 +362,59 @@ def _read_record(path: str):
     from .timeline import read_timeline
 
     return read_timeline(path)
+
+
+@main.command("calibrate-population")
+@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Population directory to write.")
+@click.option("--organ", "organs", multiple=True, help="Organ of the mechanistic core (repeat; default: from the kinds).")
+@click.option("--conditioning", type=int, default=2, show_default=True,
+              help="Length of each patient's conditioning vector.")
+@click.option("--workers", type=int, default=None, help="Processes for the per-patient stage (default: one per core).")
+@click.option("--steps", type=int, default=300, show_default=True, help="Adam steps of the shared-network stage.")
+@click.option("--batch", type=int, default=4, show_default=True, help="Patients per step.")
+@click.option("--slot", "slots", multiple=True, help="Residual slot, organ.slot (repeat; default: all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def calibrate_population(records, out, organs, conditioning, workers, steps, batch, slots, seed, quiet) -> None:
+    """Train residual networks shared by the patients of RECORDS (one record each, same length
+    and kinds), with a conditioning vector per patient; write them to --out."""
+    from .calibration.population import calibrate_population as run
+
+    out_path = Path(out)
+    if out_path.exists() and (not out_path.is_dir() or (any(out_path.iterdir())
+                                                         and not (out_path / "population.json").exists())):
+        _fail(f"--out {out}: exists and is not a population directory; not overwriting it")
+    for r in records:
+        _read_record(r)  # every record readable before any work starts
+    pop = run(records, out_path, list(organs) or None, conditioning=conditioning, seed=seed, workers=workers,
+              steps=steps, batch=batch, slots=slots, progress=not quiet)
+    m = pop.meta
+    click.echo(f"wrote {out}  ({len(m['patients'])} patients, slots {', '.join(m['spec']['slots'])}, "
+               f"conditioning {conditioning}; mean validation score {m['validation_score']:.3g}; "
+               f"{m['seconds']['total']:.0f} s, of which {m['seconds']['mechanistic']:.0f} s per-patient mechanisms)")
+    for p in m["patients"]:
+        click.echo(f"  {p['name']:<28} c = [{', '.join(f'{v:+.3f}' for v in p['cond'])}]")
+
+
+@main.command()
+@click.argument("twin_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the explanation to.")
+def explain(twin_dir, out) -> None:
+    """Explain a hybrid twin's residual networks: attribution over their inputs, the term by
+    hour of day, and a sparse symbolic fit (attribution.csv, profile.csv, symbolic.json, explain.png)."""
+    from .calibration.explain import explain as run, write_explanation
+    from .calibration.twin import Twin
+
+    twin = Twin.load(twin_dir)
+    ex = run(twin)
+    write_explanation(ex, Path(out), twin_dir)
+    click.echo(f"wrote {out}")
+    for row in ex["symbolic"]:
+        click.echo(f"  {row['equation']}\n    (R² {row['r2']:.3f}, RMSE {row['rmse']:.3g}; dense library R² "
+                   f"{row['r2_dense']:.3f})")
+    for slot, tab in ex["attribution"].groupby("slot", sort=False):
+        click.echo(f"  {slot}: " + ", ".join(f"{r.input} {r.importance:.2f}" for r in tab.itertuples()))
 
 
 # ------------------------------------------------------------------- forecast

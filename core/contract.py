@@ -186,6 +186,13 @@ class Residual:
     to the derivative of ``state``, where ``net`` is a small MLP whose last layer
     starts at zero, so an untrained hybrid equals the mechanism exactly.
 
+    A slot with `rates` *modulates* rates instead of adding a flux: its network's output
+    ``m = scale * net(features)`` is a relative change (unit 1), and for every
+    ``(state, output, sign)`` in `rates` the hybrid adds ``sign * m * output`` to the
+    derivative of ``state``. The output must be in the state's unit per minute (checked
+    when the hybrid is built). This is how an organ lets a network learn, say, a
+    time-of-day-dependent sensitivity: the rates it scales keep their mechanistic shape.
+
     Arguments:
         name: identifier, unique in the organ (``"glucose_flux"``).
         state: the state whose derivative receives the term.
@@ -196,6 +203,8 @@ class Residual:
             of the calibration record, and adds the time of day (two harmonics).
         description: what the term stands for (e.g. "unmodelled glucose appearance
             and uptake").
+        rates: for a modulating slot, the ``(state, output, sign)`` terms it scales
+            (`state` is then the slot's main state, for reports).
     """
 
     name: str
@@ -203,6 +212,7 @@ class Residual:
     scale: float
     features: tuple[str, ...]
     description: str = ""
+    rates: tuple[tuple[str, str, float], ...] = ()
 
 
 class Organ(eqx.Module):

@@ -17,7 +17,8 @@ Observation kinds, each explained by the observation model of the same name
 glucose, mg/dL), ``map`` (mean arterial pressure, mmHg), ``heart_rate`` (1/min),
 ``creatinine`` (serum creatinine, mg/dL; µmol/L accepted). Ground truth of simulated
 records (never fitted; evaluation scores against it): ``cgm_true``, ``bg_true``,
-``map_true``, ``heart_rate_true``, ``creatinine_true``, ``carbs_true``, ``sodium_intake_true``.
+``map_true``, ``heart_rate_true``, ``creatinine_true``, ``carbs_true``, ``sodium_intake_true``, and the hidden
+``insulin_sensitivity_true`` (the truth model's sensitivity factor; nothing measures it).
 
 Signals (name, unit):
 
@@ -193,6 +194,10 @@ BUILTIN_KINDS: dict[str, TimelineKind] = {
                      unit_context="glucose", observation=True, truth_of="bg", duration="forbidden"),
         TimelineKind("carbs_true", "g", "carbohydrate actually eaten (the `carbs` rows are what was logged); ground "
                      "truth available in simulated records only", observation=True, truth_of="carbs"),
+        TimelineKind("insulin_sensitivity_true", "1", "the truth model's insulin-sensitivity factor (1: the "
+                     "patient's constant UVA/Padova sensitivity); hidden physiology of simulated records only, "
+                     "nothing measures it", observation=True, truth_of="insulin_sensitivity",
+                     duration="forbidden"),
         TimelineKind("map_true", "mmHg", "mean arterial pressure without cuff error; ground truth available in "
                      "simulated records only", observation=True, truth_of="map", duration="forbidden"),
         TimelineKind("heart_rate_true", "1/min", "heart rate without measurement error; ground truth available in "

@@ -54,6 +54,18 @@ CGM dropouts and isolated missing readings. By default the controller's bolus fo
 bolus calculator: an under-counted meal gets an under-sized bolus and an unlogged snack
 none. With ``bolus_on="true"`` the controller sees the meal actually eaten (simglucose's
 behaviour). With ``corrupt=False`` the log equals the truth and there are no gaps.
+
+Physiology the twin lacks (``hidden``, a `HiddenPhysiology`; see
+`physiotwin.plugins.hidden_physiology`): a daily insulin-sensitivity profile, day-to-day
+variation and exercise, acting on ``Vmx`` and ``kp3`` (and ``Vm0`` during exercise). The
+total factor is recorded as ``insulin_sensitivity_true`` (unit 1) at every sample time,
+and the per-patient draws go into ``df.attrs["settings"]`` (the header).
+
+Patient behaviour (``hypo_treatment=True``): when the CGM the controller sees falls below
+``hypo_threshold`` (70 mg/dL), the patient eats ``hypo_carbs`` (15 g; at most one
+treatment per 15 min, the "rule of 15"), takes no bolus for it, and logs it with
+probability ``hypo_log_prob`` (0.3; drawn from the hidden stream, so the other streams
+stay as they are).
 """
 
 from __future__ import annotations
@@ -70,6 +82,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from .hidden_physiology import HiddenPhysiology, Profile, SensitivePatient
+
 __all__ = ["SAMPLE_TIME", "generate_record", "replay_therapy", "record_filename", "write_record"]
 
 SAMPLE_TIME = 5  # min, GuardianRT
@@ -83,9 +97,11 @@ _UNITS = {
     "cgm_true": "mg/dL",
     "bg_true": "mg/dL",
     "carbs_true": "g",
+    "insulin_sensitivity_true": "1",
 }
 # row order at equal times: inputs first, then observations
-_KIND_ORDER = {k: i for i, k in enumerate(["basal", "carbs", "bolus", "carbs_true", "cgm", "cgm_true", "bg_true"])}
+_KIND_ORDER = {k: i for i, k in enumerate(["basal", "carbs", "bolus", "carbs_true", "cgm", "cgm_true", "bg_true",
+                                                        "insulin_sensitivity_true"])}
 _INSTALL_HINT = 'generating synthetic records needs simglucose: pip install "physiotwin[sim]"'
 
 
@@ -132,17 +148,23 @@ class _RecordingSensor:
 
 
 class _RecordingScenario:
-    """Wraps a simglucose scenario; keeps (time, grams) of every announced meal."""
+    """Wraps a simglucose scenario; keeps (time, grams) of every announced meal. `extra`:
+    meals added while the simulation runs (``{minute: grams}``, e.g. hypo treatments)."""
 
     def __init__(self, scenario):
         self._scenario = scenario
         self.meals: list[tuple[datetime, float]] = []
+        self.extra: dict[int, float] = {}
 
     def __getattr__(self, name):
         return getattr(self._scenario, name)
 
     def get_action(self, t):
         action = self._scenario.get_action(t)
+        if self.extra:
+            minute = int(round((t - self._scenario.start_time).total_seconds() / 60))
+            if minute in self.extra:
+                action = action._replace(meal=action.meal + self.extra.pop(minute))
         if action.meal > 0:
             self.meals.append((t, float(action.meal)))
         return action
@@ -188,6 +210,11 @@ def generate_record(
     gap_minutes: tuple[float, float] = (15.0, 90.0),
     missing_prob: float = 0.005,
     bolus_on: str = "logged",
+    hidden: HiddenPhysiology | None = None,
+    hypo_treatment: bool = False,
+    hypo_threshold: float = 70.0,
+    hypo_carbs: float = 15.0,
+    hypo_log_prob: float = 0.3,
 ) -> pd.DataFrame:
     """Simulate `patient` for `days` with simglucose and return the record as a timeline table.
 
@@ -208,6 +235,8 @@ def generate_record(
     `missing_prob`. `bolus_on`: ``"logged"`` doses for the logged count (no bolus for an
     unlogged snack), ``"true"`` for the meal eaten.
 
+    `hidden`, `hypo_treatment` and the ``hypo_*`` options: see the module docstring.
+
     Returns a DataFrame with columns ``time`` (ISO-8601), ``kind``, ``value``, ``unit``,
     ``duration``, sorted by time; ``df.attrs`` holds ``patient``, ``seed``, ``days``,
     ``start`` and ``settings``, which `write_record` puts in its header. Raises
@@ -215,29 +244,33 @@ def generate_record(
     """
     if bolus_on not in ("logged", "true"):
         raise ValueError(f"bolus_on must be 'logged' or 'true', got {bolus_on!r}")
-    lo_gap, hi_gap = gap_minutes
-    if not 0 < lo_gap <= hi_gap:
+    if not 0 < gap_minutes[0] <= gap_minutes[1]:
         raise ValueError(f"gap_minutes must be 0 < low <= high, got {gap_minutes!r}")
     total = _minutes_of(days)
     t0 = datetime.fromisoformat(start) if isinstance(start, str) else start
     log = _LogErrors(corrupt, carb_error_median, carb_error_sd, snack_grams, snack_skip_prob, meal_time_sd)
     # independent streams per (seed, patient): patients of one seed get different meals, noise and errors
-    scenario_seed, sensor_seed, log_seed = _seeds(patient, seed)
+    scenario_seed, sensor_seed, log_seed, hidden_seed = _seeds(patient, seed)
     rng = np.random.default_rng(log_seed)
+    profile = hidden.draw(hidden_seed, total / 1440) if hidden is not None and hidden.active else None
+    treat = (_HypoTreatment(hypo_threshold, hypo_carbs, hypo_log_prob, np.random.default_rng([hidden_seed, 1]))
+             if hypo_treatment else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sim = _Simulation(patient, t0, scenario_seed, sensor_seed)
-        events = sim.run(total, rng, log, bolus_on)
+        sim = _Simulation(patient, t0, scenario_seed, sensor_seed, profile=profile)
+        events = sim.run(total, rng, log, bolus_on, treat)
     times, cgm, gs, gp = sim.readings(total)
     keep = (_cgm_mask(len(times), total, rng, gaps_per_day, gap_minutes, missing_prob) if corrupt
             else np.ones(len(times), bool))
     rows = events + [(int(m), "cgm", float(v), math.nan) for m, v, k in zip(times, cgm, keep) if k]
     rows += [(int(m), "cgm_true", float(v), math.nan) for m, v in zip(times, gs)]
     rows += [(int(m), "bg_true", float(v), math.nan) for m, v in zip(times, gp)]
+    rows += _sensitivity_rows(times, profile)
     settings = dict(corrupt=False, bolus_on=bolus_on) if not corrupt else dict(
         corrupt=True, carb_error_median=carb_error_median, carb_error_sd=carb_error_sd, snack_grams=snack_grams,
         snack_skip_prob=snack_skip_prob, meal_time_sd=meal_time_sd, gaps_per_day=gaps_per_day,
         gap_minutes=tuple(gap_minutes), missing_prob=missing_prob, bolus_on=bolus_on)
+    settings.update(_truth_settings(treat, profile))
     df = _frame(rows, t0)
     df.attrs.update(patient=patient, seed=seed, days=days, start=t0.isoformat(timespec="seconds"), settings=settings)
     return df
@@ -306,7 +339,7 @@ class _Simulation:
     """simglucose's own parts, driven by its ``SimObj.simulate`` loop."""
 
     def __init__(self, patient: str, t0: datetime, scenario_seed: int, sensor_seed: int, scenario=None,
-                 controller=None):
+                 controller=None, profile: Profile | None = None):
         T1DSimEnv, t1dpatient, CGMSensor, InsulinPump, RandomScenario, BBController = _import_simglucose()
         params = pd.read_csv(t1dpatient.PATIENT_PARA_FILE)
         if not (params.Name == patient).any():
@@ -314,6 +347,8 @@ class _Simulation:
         row = params.loc[params.Name == patient].squeeze()
         self.t0 = t0
         self.patient = _fast_patient(t1dpatient.T1DPatient, row)
+        if profile is not None:
+            self.patient = SensitivePatient(self.patient, profile)
         self.sensor = _RecordingSensor(CGMSensor.withName(SENSOR, seed=sensor_seed), float(row.Vg))
         self.pump = InsulinPump.withName(PUMP)
         self.scenario = _RecordingScenario(scenario or RandomScenario(start_time=t0, seed=scenario_seed))
@@ -323,7 +358,8 @@ class _Simulation:
             raise RuntimeError(f"simglucose {SENSOR} samples every {self.sensor.sample_time} min, "
                                f"expected {SAMPLE_TIME}")
 
-    def run(self, total: int, rng, log: _LogErrors, bolus_on: str) -> list[tuple[int, str, float, float]]:
+    def run(self, total: int, rng, log: _LogErrors, bolus_on: str, treat: "_HypoTreatment | None" = None
+            ) -> list[tuple[int, str, float, float]]:
         """Simulate ``total`` minutes; the input rows (basal changes, boluses, meals logged and eaten)."""
         env, pump, scenario = self.env, self.pump, self.scenario
         rows: list[tuple[int, str, float, float]] = []
@@ -347,10 +383,16 @@ class _Simulation:
             for when, grams in scenario.meals[n_meals:]:
                 m = int(round((when - self.t0).total_seconds() / 60))
                 rows.append((m, "carbs_true", grams, math.nan))
+                if treat is not None and m in treat.given:  # a hypo treatment: no bolus, often unlogged
+                    if treat.given[m]:
+                        rows.append((m, "carbs", treat.grams, math.nan))
+                    continue
                 entry = _log_meal(m, grams, total, rng, log)
                 if entry is not None:
                     rows.append((entry[0], "carbs", entry[1], math.nan))
                     window_logged += entry[1]
+            if treat is not None:
+                treat.check(float(obs.CGM), int(round(self.patient.t)), scenario)
             if bolus_on == "logged":
                 info = dict(info, meal=window_logged / env.sample_time)  # g/min, as the env reports meals
         return rows
@@ -365,20 +407,56 @@ class _Simulation:
         return times, cgm, gs, gp
 
 
-def _seeds(patient: str, seed: int) -> tuple[int, int, int]:
-    """Scenario, sensor and logging seeds of a (seed, patient): independent streams."""
+def _seeds(patient: str, seed: int) -> tuple[int, int, int, int]:
+    """Scenario, sensor, logging and hidden-physiology seeds of a (seed, patient): independent
+    streams (the first three are those of the 3-stream generator, unchanged)."""
     entropy = [int(seed), zlib.crc32(patient.encode())]
-    return tuple(int(s) for s in np.random.SeedSequence(entropy).generate_state(3))
+    return tuple(int(s) for s in np.random.SeedSequence(entropy).generate_state(4))
 
 
-def replay_therapy(record: pd.DataFrame, patient: str, seed: int, start: str | datetime) -> pd.DataFrame:
+class _HypoTreatment:
+    """The patient's response to a low reading: `grams` of carbs, at most every 15 min."""
+
+    def __init__(self, threshold: float, grams: float, log_prob: float, rng):
+        self.threshold, self.grams, self.log_prob, self.rng = threshold, grams, log_prob, rng
+        self.given: dict[int, bool] = {}  # minute -> logged
+        self.last = -math.inf
+
+    def check(self, cgm: float, minute: int, scenario: "_RecordingScenario") -> None:
+        if cgm < self.threshold and minute - self.last >= 15:
+            self.last = minute
+            self.given[minute] = bool(self.rng.random() < self.log_prob)
+            scenario.extra[minute] = scenario.extra.get(minute, 0.0) + self.grams
+
+
+def _truth_settings(treat: "_HypoTreatment | None", profile: "Profile | None") -> dict:
+    """What the record's header says about patient behaviour and hidden physiology."""
+    out = {}
+    if treat is not None:
+        out.update(hypo_threshold=treat.threshold, hypo_carbs=treat.grams, hypo_log_prob=treat.log_prob,
+                   hypo_treatments=len(treat.given))
+    if profile is not None:
+        out.update(profile.options.settings(), **profile.describe())
+    return out
+
+
+def _sensitivity_rows(times, profile: "Profile | None") -> list:
+    if profile is None:
+        return []
+    return [(int(m), "insulin_sensitivity_true", profile.factors(float(m))[0], math.nan) for m in times]
+
+
+def replay_therapy(record: pd.DataFrame, patient: str, seed: int, start: str | datetime,
+                   hidden: HiddenPhysiology | None = None) -> pd.DataFrame:
     """The true counterfactual of a record from `generate_record`: the same simglucose
     patient, the same meals actually eaten (``carbs_true`` rows) and the same sensor (same
     noise stream), open loop under the insulin of ``record`` (its ``basal`` and ``bolus``
     rows, usually changed from the original's). Returns the record's input rows with new
     ``cgm`` (no gaps), ``cgm_true`` and ``bg_true`` rows, as `generate_record` writes them.
 
-    The record's length is its ``days`` attribute, else the last reading's time + 5 min."""
+    The record's length is its ``days`` attribute, else the last reading's time + 5 min.
+    `hidden`: the record's `HiddenPhysiology` (the same profile is drawn again; hypo
+    treatments given in the record are among the meals eaten)."""
     t0 = datetime.fromisoformat(start) if isinstance(start, str) else start
     if pd.api.types.is_numeric_dtype(record["time"]):  # minutes since start
         minute = record["time"].round().astype(int)
@@ -394,10 +472,12 @@ def replay_therapy(record: pd.DataFrame, patient: str, seed: int, start: str | d
     bolus: dict[int, float] = {}
     for m, v in zip(minute[kind == "bolus"], record["value"][kind == "bolus"]):
         bolus[int(m)] = bolus.get(int(m), 0.0) + float(v)
-    scenario_seed, sensor_seed, _ = _seeds(patient, seed)
+    scenario_seed, sensor_seed, _, hidden_seed = _seeds(patient, seed)
+    profile = hidden.draw(hidden_seed, total / 1440) if hidden is not None and hidden.active else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sim = _Simulation(patient, t0, scenario_seed, sensor_seed, _MealPlan(t0, meals), _InsulinPlan(basal, bolus))
+        sim = _Simulation(patient, t0, scenario_seed, sensor_seed, _MealPlan(t0, meals), _InsulinPlan(basal, bolus),
+                          profile=profile)
         sim.env.reset()
         while sim.env.time < t0 + timedelta(minutes=total):
             sim.env.step(sim.controller.policy(None, None, None))
@@ -407,6 +487,7 @@ def replay_therapy(record: pd.DataFrame, patient: str, seed: int, start: str | d
     rows = inputs + [(int(m), "cgm", float(v), math.nan) for m, v in zip(times, cgm)]
     rows += [(int(m), "cgm_true", float(v), math.nan) for m, v in zip(times, gs)]
     rows += [(int(m), "bg_true", float(v), math.nan) for m, v in zip(times, gp)]
+    rows += _sensitivity_rows(times, profile)
     df = _frame(rows, t0)
     df.attrs.update(patient=patient, seed=seed, days=total / 1440, start=t0.isoformat(timespec="seconds"),
                     settings=dict(counterfactual=True))

@@ -48,7 +48,7 @@ def twin(twin_dir):
 def test_untrained_hybrid_is_the_mechanism_exactly():
     model = pt.compose(["glucose"])
     hybrid = Hybrid.create(model, jax.random.PRNGKey(3))
-    assert [s.name for s in hybrid.slots] == ["glucose.glucose_flux"]
+    assert [s.name for s in hybrid.slots] == ["glucose.glucose_flux", "glucose.insulin_sensitivity"]
     _, theta, _ = pt.patients.resolve_patients(model, "adult#002")
     theta = jnp.asarray(theta[0])
     tl = read_timeline(DATA / "reference_scenario.csv", kinds=timeline_kinds())

@@ -77,7 +77,7 @@ BAD_TIMELINES = {
     "non-numeric value": ("time,kind,value,unit\n0,carbs,ten,g\n", "row 2, field 'value'"),
     "NaN": ("time,kind,value,unit\n0,carbs,10,g\n5,bolus,nan,U\n", "row 3, field 'value'"),
     "negative amount": ("time,kind,value,unit\n0,carbs,-10,g\n", "row 2, field 'value': negative"),
-    "unknown kind": ("time,kind,value,unit\n0,snack,10,g\n", "row 2, field 'kind': unknown kind 'snack'; known kinds: basal, bg, bg_true, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, creatinine, creatinine_true, exercise, heart_rate, heart_rate_true, map, map_true, sglt2i, sodium_intake, sodium_intake_true"),
+    "unknown kind": ("time,kind,value,unit\n0,snack,10,g\n", "row 2, field 'kind': unknown kind 'snack'; known kinds: basal, bg, bg_true, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, creatinine, creatinine_true, exercise, heart_rate, heart_rate_true, insulin_sensitivity_true, map, map_true, sglt2i, sodium_intake, sodium_intake_true"),
     "wrong dimension": ("time,kind,value,unit\n0,carbs,10,mL\n", "row 2, field 'unit'"),
     "empty file": ("", "empty"),
 }

@@ -129,8 +129,8 @@ def test_cardiovascular_and_renal_residual_slots_start_at_the_mechanism():
 
     model = pt.compose(["glucose", "cardiovascular", "renal"])
     hybrid = Hybrid.create(model, jax.random.PRNGKey(0))
-    assert [s.name for s in hybrid.slots] == ["glucose.glucose_flux", "cardiovascular.vascular_tone",
-                                              "renal.sodium_handling"]
+    assert [s.name for s in hybrid.slots] == ["glucose.glucose_flux", "glucose.insulin_sensitivity",
+                                              "cardiovascular.vascular_tone", "renal.sodium_handling"]
     theta = jnp.asarray(list(model.nominal_params().values()))
     u = jnp.asarray(compile_signals(Timeline.empty(), model.signal_names, 1.0)[1][0])
     y = model.initial_state(theta, u)

@@ -139,3 +139,57 @@ def test_bad_arguments():
         generate_record("adult#099", days=1 / 24)
     with pytest.raises(ValueError, match="bolus_on"):
         generate_record(days=1 / 24, bolus_on="never")
+
+
+# ------------------------------------------------------------------ physiology the twin lacks
+def test_hidden_physiology_changes_the_truth_not_the_streams():
+    """A daily sensitivity profile (dawn resistance) and day-to-day variation change the
+    glucose but not the meals eaten; the recorded factor is the profile's; off means off."""
+    from physiotwin.plugins.hidden_physiology import HiddenPhysiology
+    from physiotwin.plugins.synthetic import replay_therapy
+
+    kw = dict(days=1, seed=4, start="2026-01-05T00:00", corrupt=False)
+    plain = generate_record("adult#002", **kw)
+    pd.testing.assert_frame_equal(plain, generate_record("adult#002", hidden=HiddenPhysiology(), **kw),
+                                  check_exact=True)
+    hidden = HiddenPhysiology(circadian_amplitude=0.3, day_sd=0.1)
+    df = generate_record("adult#002", hidden=hidden, **kw)
+    eaten = [d[d.kind == "carbs_true"][["time", "value"]].to_numpy() for d in (plain, df)]
+    np.testing.assert_array_equal(*eaten)
+    s = df[df.kind == "insulin_sensitivity_true"]
+    assert timeline_kinds()["insulin_sensitivity_true"].truth_of is not None and len(s) == 288
+    st = df.attrs["settings"]
+    a, phase = st["circadian_amplitude_drawn"], st["circadian_phase_drawn"]
+    day = float(st["day_factors"].split("/")[0])
+    assert 0.21 <= a <= 0.39
+    hour = _minutes(s.time, "2026-01-05T00:00") / 60
+    expected = day * (1 - a * np.cos(2 * np.pi * (hour - phase) / 24))
+    np.testing.assert_allclose(s.value, expected, rtol=1e-5)
+    g0, g1 = (d[d.kind == "cgm_true"].value.to_numpy() for d in (plain, df))
+    assert np.max(np.abs(g1 - g0)) > 5  # the profile acts
+    # the true counterfactual rebuilds the same profile: the unchanged record replays exactly
+    again = replay_therapy(df, "adult#002", 4, "2026-01-05T00:00", hidden=hidden)
+    np.testing.assert_allclose(again[again.kind == "cgm_true"].value, g1, rtol=1e-12)
+
+
+def test_hypo_treatment_is_eaten_often_unlogged_and_never_bolused():
+    from physiotwin.plugins.hidden_physiology import HiddenPhysiology
+
+    df = generate_record("adult#001", days=1, seed=0, start="2026-01-05T00:00", corrupt=False,
+                         hidden=HiddenPhysiology(circadian_amplitude=0.3, exercise_per_week=7),
+                         hypo_treatment=True, hypo_log_prob=0.0)
+    st = df.attrs["settings"]
+    assert st["hypo_treatments"] >= 1 and st["exercise_starts"]
+    eaten = df[df.kind == "carbs_true"]
+    treat = eaten[eaten.value == 15.0]
+    assert len(treat) == st["hypo_treatments"]
+    logged = set(df[df.kind == "carbs"].time)
+    bolused = set(df[df.kind == "bolus"].time)
+    assert not (set(treat.time) & logged) and not (set(treat.time) & bolused)
+    cgm = df[df.kind == "cgm"].set_index("time").value
+    for t in treat.time:  # each follows a low reading
+        m = _minutes(pd.Series([t]), "2026-01-05T00:00")[0]
+        before = cgm[[x for x in cgm.index if m - 10 <= _minutes(pd.Series([x]), "2026-01-05T00:00")[0] < m]]
+        assert before.min() < 80
+    with pytest.raises(ValueError, match="circadian_amplitude"):
+        HiddenPhysiology(circadian_amplitude=0.9)

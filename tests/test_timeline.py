@@ -212,7 +212,7 @@ def test_mixing_offset_and_naive_timestamps_is_an_error(tmp_path):
         ("0,carbs,,g,", "value", ["empty"]),
         ("0,carbs,-5,g,", "value", ["negative amount -5 g for 'carbs'"]),
         ("0,carbs,-0.005,kg,", "value", ["negative amount -0.005 kg for 'carbs'"]),
-        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, bg, bg_true, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, creatinine, creatinine_true, exercise, heart_rate, heart_rate_true, map, map_true, sglt2i, sodium_intake, sodium_intake_true"]),
+        ("0,snack,5,g,", "kind", ["unknown kind 'snack'; known kinds: basal, bg, bg_true, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, creatinine, creatinine_true, exercise, heart_rate, heart_rate_true, insulin_sensitivity_true, map, map_true, sglt2i, sodium_intake, sodium_intake_true"]),
         ("0,Carbs,5,g,", "kind", ["unknown kind 'Carbs'"]),
         ("0,,5,g,", "kind", ["empty"]),
         ("0,carbs,5,mL,", "unit", ["unit 'mL' is not convertible to 'g' required by 'carbs'"]),
@@ -469,7 +469,7 @@ def test_builtin_kinds_register_through_hook():
     manager.hook.register_timeline_kinds(register=registered.append)
     assert {k.name for k in registered} == {"carbs", "bolus", "basal", "cgm", "sodium_intake", "exercise", "blood_loss",
                                             "sglt2i", "cgm_true", "bg", "bg_true", "carbs_true", "map", "heart_rate",
-                                            "creatinine", "sodium_intake_true", "map_true", "heart_rate_true",
+                                            "creatinine", "sodium_intake_true", "map_true", "heart_rate_true", "insulin_sensitivity_true",
                                             "creatinine_true"}
     builtin = kinds_module.BUILTIN_KINDS
     assert builtin["basal"].unit == "U/h" and builtin["basal"].duration == "forbidden"

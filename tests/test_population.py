@@ -1,0 +1,144 @@
+"""Hybrids that learn: recovery of a planted modulation, population-shared networks, and
+`explain`, as a user runs them (slow: each calibrates).
+
+The data of the recovery test come from physiotwin's own glucose organ with a planted
+time-of-day insulin-sensitivity modulation (the truth); the twin is calibrated on its
+CGM alone and must find the modulation again."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from helpers import DATA
+from test_hybrid_learns import SENS, _planted
+
+import physiotwin as pt
+from physiotwin.calibration.data import prepare_record
+from physiotwin.calibration.explain import correlation, fitted_samples
+from physiotwin.calibration.hybrid import TwinField
+from physiotwin.calibration.population import calibrate_population
+from physiotwin.calibration.shared import load_population
+from physiotwin.calibration.problem import substeps
+from physiotwin.calibration.twin import Twin, calibrate
+from physiotwin.cli import main
+from physiotwin.integrate import integrate
+from physiotwin.registry import timeline_kinds
+from physiotwin.timeline import read_timeline
+
+pytestmark = pytest.mark.slow
+DAYS = 2
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _planted_record(path, patient: str, amplitude: float, hour: float, seed: int, days: int = DAYS):
+    """CGM of ``patient`` under the inputs of tests/data/record_small.csv, simulated with a planted
+    modulation of insulin sensitivity ``0.3 * amplitude * cos(2 pi (h - hour) / 24)``, plus noise."""
+    model = pt.compose(["glucose"])
+    _, theta, _ = pt.patients.resolve_patients(model, patient)
+    theta = jnp.asarray(theta[0])
+    src = read_timeline(DATA / "record_small.csv", kinds=timeline_kinds())
+    minutes = days * 1440
+    rec = prepare_record(model, src, (), (), "s", minutes=minutes, require_readings=False)
+    h = _planted(model, amplitude=amplitude, hour=hour)
+    field = TwinField(model, theta, h, jnp.asarray(0.0))
+    y0 = model.initial_state(theta, rec.inputs.values[0])
+    gs = model.output_names.index("glucose.subcutaneous_glucose")
+    _, obs = eqx.filter_jit(lambda f: integrate(f, y0, rec.inputs, substeps(model), t0=jnp.asarray(0.0),
+                                                observe=lambda t, y, u: f.outputs(t, y, u)[gs:gs + 1]))(field)
+    g = np.asarray(obs)[:, 0]
+    rng = np.random.default_rng(seed)
+    frame = src.to_frame()
+    inputs = frame[frame.kind.isin(["basal", "bolus", "carbs_true"]) & (frame.time < minutes)].copy()
+    inputs.loc[inputs.kind == "carbs_true", "kind"] = "carbs"
+    t = np.arange(4, minutes, 5)  # the reading at the end of every 5th minute
+    cgm = pd.DataFrame({"time": t + 1, "kind": "cgm", "value": g[t] + 2.0 * rng.standard_normal(t.size),
+                        "unit": "mg/dL", "duration": np.nan})
+    cgm = cgm[cgm.time < minutes]
+    out = pd.concat([inputs[["time", "kind", "value", "unit", "duration"]], cgm]).sort_values("time", kind="stable")
+    path.write_text(f"# start: {src.start.isoformat()}\n" + out.to_csv(index=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    d = tmp_path_factory.mktemp("planted")
+    return [_planted_record(d / f"p{i}.csv", p, 0.8, hour, i)
+            for i, (p, hour) in enumerate([("adult#001", 6.0), ("adult#004", 4.0), ("adult#007", 7.0)])]
+
+
+def test_a_hybrid_recovers_a_planted_modulation(records):
+    twin = calibrate(records[0], ["glucose"], starts=1, slots=(SENS,), progress=False)
+    s = fitted_samples(twin)
+    truth = 0.3 * 0.8 * np.cos(2 * np.pi * (s.hour - 6.0) / 24)
+    r = correlation(s.terms[:, 0], truth)
+    assert r > 0.7, r
+    # and it forecasts its own record's held-out part better than the mechanism does
+    d = twin.result.diagnostics
+    assert d["validation_score"] < d["mechanistic_validation_score"]
+
+
+@pytest.fixture(scope="module")
+def population(records, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pop") / "pop"
+    res = _invoke("calibrate-population", records[0], records[1], "--out", out, "--organ", "glucose",
+                  "--slot", SENS, "--steps", 40, "--batch", 2, "--workers", 2, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "2 patients" in res.output and "c = [" in res.output
+    return out
+
+
+def test_population_networks_are_reused_bit_for_bit(population, records, tmp_path):
+    pop = load_population(population)
+    meta = json.loads((population / "population.json").read_text())
+    assert [p["name"] for p in meta["patients"]] == ["p0", "p1"] and meta["spec"]["conditioning"] == 2
+    assert (population / "patients" / "p0" / "twin.json").is_file()  # the per-patient mechanisms
+    out = tmp_path / "new"
+    res = _invoke("calibrate", records[2], "--out", out, "--population", population, "--starts", 1, "--quiet")
+    assert res.exit_code in (0, 3), res.output
+    twin = Twin.load(out)
+    shared = [np.asarray(a) for a in jax.tree_util.tree_leaves(pop.hybrid.nets)]
+    mine = [np.asarray(a) for a in jax.tree_util.tree_leaves(twin.hybrid.nets)]
+    assert len(shared) == len(mine) and all(np.array_equal(a, b) for a, b in zip(shared, mine))
+    assert twin.hybrid.cond.shape == (2,) and np.any(np.asarray(twin.hybrid.cond) != 0)
+    assert twin.result.diagnostics["population"]["networks_sha256"] == pop.networks_sha
+    # a tampered population is refused, naming the file
+    (population / "networks.eqx").write_bytes((population / "networks.eqx").read_bytes()[:-8] + b"\0" * 8)
+    res = _invoke("calibrate", records[2], "--out", tmp_path / "x", "--population", population, "--quiet")
+    assert res.exit_code == 1 and "networks.eqx" in res.output and not (tmp_path / "x").exists()
+
+
+def test_population_refuses_records_that_cannot_be_stacked(records, tmp_path):
+    short = _planted_record(tmp_path / "short.csv", "adult#002", 0.8, 6.0, 5, days=1)
+    with pytest.raises(pt.errors.CalibrationError, match="same length"):
+        calibrate_population([records[0], short], tmp_path / "pop", ["glucose"], steps=2, workers=1,
+                             slots=(SENS,), progress=False)
+    assert not (tmp_path / "pop").exists()
+
+
+def test_explain_writes_attribution_profile_and_equation(records, tmp_path):
+    twin = calibrate(records[1], ["glucose"], starts=1, slots=(SENS,), hybrid_steps=60, progress=False)
+    twin.save(tmp_path / "tw")
+    res = _invoke("explain", tmp_path / "tw", "--out", tmp_path / "ex")
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"attribution.csv", "profile.csv", "symbolic.json",
+                                                             "explain.png"}
+    att = pd.read_csv(tmp_path / "ex" / "attribution.csv")
+    assert set(att.input) == {"glucose.Gp", "time of day"} and att.importance.notna().all()
+    sym = json.loads((tmp_path / "ex" / "symbolic.json").read_text())["slots"][0]
+    assert sym["slot"] == SENS and sym["equation"].startswith(SENS) and 0 <= sym["r2"] <= 1
+    assert "R²" in res.output and math.isfinite(sym["rmse"])
+    mech = calibrate(records[1], ["glucose"], hybrid=False, starts=1, progress=False)
+    mech.save(tmp_path / "mech")
+    res = _invoke("explain", tmp_path / "mech", "--out", tmp_path / "ex2")
+    assert res.exit_code == 1 and "no residual networks" in res.output and not (tmp_path / "ex2").exists()
