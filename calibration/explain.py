@@ -39,7 +39,8 @@ from .hybrid import DAY, Hybrid
 from .problem import substeps
 from .whatif import replays, corrected_inputs, plan_of, window_layout
 
-__all__ = ["Samples", "fitted_samples", "attribution", "daily_profile", "symbolic_fit", "explain"]
+__all__ = ["Samples", "fitted_samples", "samples_along", "attribution", "daily_profile", "time_of_day_term",
+           "symbolic_fit", "explain", "write_explanation", "correlation"]
 
 CLOCK = ("sin(2πh/24)", "cos(2πh/24)", "sin(4πh/24)", "cos(4πh/24)")
 
@@ -208,9 +209,13 @@ def explain(twin, every: int = 5) -> dict:
     return {"samples": s, "attribution": attribution(s), "profile": daily_profile(s), "symbolic": symbolic_fit(s)}
 
 
-def learned_profile(s: Samples, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(minute, term)`` of slot ``i`` (e.g. to compare a learned modulation with a known one)."""
-    return s.minute, s.terms[:, i]
+def time_of_day_term(s: Samples, i: int = 0) -> np.ndarray:
+    """Slot ``i``'s term at each sample with its features at their mean (0 after
+    normalisation): the learned daily profile, without what the term does with the state."""
+    slot, net = s.hybrid.slots[i], s.hybrid.nets[i]
+    x = np.array(s.inputs[i], copy=True)
+    x[:, :len(slot.feature_names)] = 0.0
+    return np.asarray(jax.jit(jax.vmap(lambda v: slot.scale * net(v)[0]))(jnp.asarray(x)))
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -125,6 +125,23 @@ def _problems(records, names, organs, noise, settings: FitSettings, fits):
     return model, cals[0], probs, params
 
 
+def _check_stackable(records: Sequence[str]) -> None:
+    """Same length and observation kinds, checked before any work starts."""
+    from .data import record_minutes
+    from .twin import read_record
+
+    first = None
+    for path in records:
+        tl, source = read_record(path)
+        key = (record_minutes(tl), tuple(observed_kinds(tl)))
+        if first is None:
+            first = (key, source)
+        elif key != first[0]:
+            raise CalibrationError(f"{source}: {key[0]} min with readings of {', '.join(key[1])}, but "
+                                   f"{first[1]} has {first[0][0]} min with {', '.join(first[0][1])}: a population "
+                                   f"is trained on records of the same length and kinds")
+
+
 def _padded_unknowns(fit: dict, pads: dict, names_corr) -> dict:
     u = fit["unknowns"]
     corr = tuple(np.pad(np.asarray(c), (0, pads[n] - len(c))) for c, n in zip(u["corr"], names_corr))
@@ -221,6 +238,7 @@ def calibrate_population(records: Sequence[str], out, organs: Sequence[str] | No
     if len(set(names)) < len(names):
         raise CalibrationError("two records have the same file name; a population names patients by their file")
     settings = FitSettings(seed=seed, **options) if settings is None else settings
+    _check_stackable(records)
     if organs is None or not organs:
         tl, _ = read_record(records[0])
         organs = default_organs(observed_kinds(tl))

@@ -37,7 +37,7 @@ class Population:
         return {p["name"]: np.asarray(p["cond"]) for p in self.meta["patients"]}
 
     @property
-    def networkssha(self) -> str:
+    def networks_sha(self) -> str:
         return self.meta["files"]["networks.eqx"]
 
     def __repr__(self):
