@@ -37,6 +37,7 @@ from ..errors import TwinError
 from .data import record_minutes
 from .hybrid import DAY, Hybrid
 from .problem import substeps
+from .store import move_into_place
 from .whatif import replays, corrected_inputs, plan_of, window_layout
 
 __all__ = ["Samples", "fitted_samples", "samples_along", "attribution", "daily_profile", "time_of_day_term",
@@ -235,18 +236,16 @@ def write_explanation(ex: dict, out, source: str = "") -> None:
     from pathlib import Path
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TwinError(f"--out {out}: exists and is not a folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "symbolic.json").exists())):
+        raise TwinError(f"--out {out}: exists and is not an explanation folder; not overwriting it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         ex["attribution"].to_csv(tmp / "attribution.csv", index=False)
         ex["profile"].to_csv(tmp / "profile.csv", index=False)
         (tmp / "symbolic.json").write_text(json.dumps({"twin": str(source), "slots": ex["symbolic"]}, indent=1))
         _plot(ex, tmp / "explain.png")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
+        move_into_place(tmp, out, "symbolic.json", "explanation")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

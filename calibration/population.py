@@ -45,13 +45,14 @@ import numpy as np
 import optax
 
 from ..composer import compose
-from ..errors import CalibrationError, TwinError
+from ..errors import CalibrationError
 from .data import observed_kinds, prepare_record
 from .fit import mechanistic_trajectory, prepare_fit
-from .hybrid import Hybrid
+from .hybrid import Hybrid, slots_of
 from .optimize import progress
 from .settings import FitSettings
-from .shared import POP_FORMAT, Population, json_default, sha
+from .shared import POP_FORMAT, Population
+from .store import json_default, move_into_place, sha
 
 __all__ = ["calibrate_population"]
 
@@ -243,6 +244,7 @@ def calibrate_population(records: Sequence[str], out, organs: Sequence[str] | No
         tl, _ = read_record(records[0])
         organs = default_organs(observed_kinds(tl))
     model = compose(organs)
+    slots_of(model, settings.slots or None)  # an unknown slot is refused before any work
     if settings.window is None:
         settings = replace(settings, window=int(max(o.shooting_window for o in model.organs)))
     out = Path(out)
@@ -274,11 +276,7 @@ def calibrate_population(records: Sequence[str], out, organs: Sequence[str] | No
         eqx.tree_serialise_leaves(tmp / "networks.eqx", net)
         meta["files"] = {"networks.eqx": sha(tmp / "networks.eqx")}
         (tmp / "population.json").write_text(json.dumps(meta, indent=1, default=json_default))
-        if out.exists():
-            if not (out / "population.json").exists() and any(out.iterdir()):
-                raise CalibrationError(f"{out}: exists and is not a population directory; not overwriting it")
-            shutil.rmtree(out)
-        tmp.rename(out)
+        move_into_place(tmp, out, "population.json", "population")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,6 @@ patients with their conditioning vectors, the training history and the checksum 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from ..composer import compose
 from ..errors import TwinError
 from .hybrid import Hybrid
+from .store import sha
 
 __all__ = ["Population", "load_population", "POP_FORMAT"]
 
@@ -43,18 +43,6 @@ class Population:
     def __repr__(self):
         return (f"Population({len(self.meta['patients'])} patients, organs={self.organs}, "
                 f"slots={self.meta['spec']['slots']}, conditioning={self.meta['spec']['conditioning']})")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def json_default(o):
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
 
 
 def load_population(directory) -> Population:

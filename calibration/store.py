@@ -25,17 +25,28 @@ from .hybrid import Hybrid
 from .settings import FitSettings
 from .space import ParameterSpace
 
-__all__ = ["write_twin", "read_twin", "FORMAT"]
+__all__ = ["write_twin", "read_twin", "FORMAT", "sha", "json_default", "move_into_place"]
 
 FORMAT = "physiotwin-twin/2"
 _VARIANTS = ("population", "mechanistic", "twin")
 
 
-def _sha(path: Path) -> str:
+def sha(path: Path) -> str:
+    """SHA-256 of a file, hex."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _json_default(o):
+def move_into_place(tmp: Path, directory: Path, marker: str, what: str) -> None:
+    """Replace ``directory`` by the finished ``tmp`` (same file system): an existing
+    directory is replaced only when it holds ``marker`` (or nothing)."""
+    if directory.exists():
+        if not directory.is_dir() or (not (directory / marker).exists() and any(directory.iterdir())):
+            raise TwinError(f"{directory}: exists and is not a {what} directory; not overwriting it")
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def json_default(o):
     if isinstance(o, (np.floating, np.integer, np.bool_)):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -51,13 +62,13 @@ def _write_arrays(twin, tmp: Path) -> dict[str, str]:
     replay.update({f"covariance_{variant}": c for variant, c in r.covariance.items()})
     np.savez(tmp / "arrays.npz", z=r.z, z_mech=r.z_mech, errors=r.errors, errors_mech=r.errors_mech, init=r.init,
              end_state=r.end_state, scale=twin.scale, **corr, **replay)
-    files = {"arrays.npz": _sha(tmp / "arrays.npz")}
+    files = {"arrays.npz": sha(tmp / "arrays.npz")}
     if r.hybrid is not None:
         eqx.tree_serialise_leaves(tmp / "networks.eqx", r.hybrid)
-        files["networks.eqx"] = _sha(tmp / "networks.eqx")
+        files["networks.eqx"] = sha(tmp / "networks.eqx")
     if twin.record_text is not None:
         (tmp / "record.csv").write_text(twin.record_text)
-        files["record.csv"] = _sha(tmp / "record.csv")
+        files["record.csv"] = sha(tmp / "record.csv")
     return files
 
 
@@ -91,12 +102,8 @@ def write_twin(twin, directory) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".twin-", dir=directory.parent))
     try:
         files = _write_arrays(twin, tmp)
-        (tmp / "twin.json").write_text(json.dumps(_metadata(twin, files), indent=1, default=_json_default))
-        if directory.exists():
-            if not (directory / "twin.json").exists() and any(directory.iterdir()):
-                raise TwinError(f"{directory}: exists and is not a twin directory; not overwriting it")
-            shutil.rmtree(directory)
-        tmp.rename(directory)
+        (tmp / "twin.json").write_text(json.dumps(_metadata(twin, files), indent=1, default=json_default))
+        move_into_place(tmp, directory, "twin.json", "twin")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -119,7 +126,7 @@ def _read_meta(directory: Path) -> dict:
         p = directory / name
         if not p.is_file():
             raise TwinError(f"{p}: missing")
-        if _sha(p) != digest:
+        if sha(p) != digest:
             raise TwinError(f"{p}: corrupted (checksum does not match twin.json)")
     return meta
 

@@ -44,7 +44,7 @@ from .data import check_kinds, observed_kinds, prepare_record, readings_on_grid,
 from .filter import Filter, tune_filter
 from .fit import FitResult, FitSettings, fit_record, rest_state
 from .forecast import run_forecast
-from .hybrid import Hybrid, TwinField
+from .hybrid import Hybrid, TwinField, slots_of
 from .problem import rest_signals, substeps
 from .space import ParameterSpace, error_space, population_space
 
@@ -422,6 +422,8 @@ def calibrate(record, organs: Sequence[str] | None = None, *, hybrid: bool = Tru
         settings = replace(settings, slots=tuple(pop.meta["spec"]["slots"]))
     organs = default_organs(kinds) if not organs else list(organs)
     model = compose(organs)
+    if hybrid is not False and settings.slots:
+        slots_of(model, settings.slots)  # an unknown slot is refused before any work
     observations = observation_models_for(model, kinds, source, {"noise": noise})
     rec = prepare_record(model, tl, observations, [c() for c in corrections().values()], source)
     result, space = fit_record(model, rec, observations, population_space(model, fit, population), settings, hybrid)

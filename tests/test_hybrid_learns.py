@@ -131,3 +131,28 @@ def test_explanation_recovers_a_planted_term(glucose):
     a = 2 * np.pi * 5 / 24
     assert fit["terms"]["cos(2πh/24)"] == pytest.approx(0.15 * np.cos(a), rel=1e-3)
     assert fit["terms"]["sin(2πh/24)"] == pytest.approx(0.15 * np.sin(a), rel=1e-3)
+
+
+def test_cli_refuses_bad_population_and_explain_arguments(tmp_path):
+    from click.testing import CliRunner
+    from helpers import DATA
+
+    from physiotwin.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    rec = DATA / "record_small.csv"
+    res = run("calibrate-population", rec, rec, "--out", busy)
+    assert res.exit_code == 1 and "not a population directory" in res.output and (busy / "keep.txt").exists()
+    res = run("calibrate-population", rec, tmp_path / "missing.csv", "--out", tmp_path / "pop")
+    assert res.exit_code != 0 and "missing.csv" in res.output and not (tmp_path / "pop").exists()
+    res = run("explain", tmp_path / "nothing", "--out", tmp_path / "ex")
+    assert res.exit_code == 1 and "not a twin directory" in res.output and not (tmp_path / "ex").exists()
+    res = run("calibrate", rec, "--out", tmp_path / "tw", "--population", tmp_path / "nothing", "--quiet")
+    assert res.exit_code == 1 and "not a population directory" in res.output and not (tmp_path / "tw").exists()
+    res = run("calibrate", rec, "--out", tmp_path / "tw", "--slot", "glucose.nope", "--quiet")
+    assert res.exit_code == 1 and "unknown residual slot" in res.output and not (tmp_path / "tw").exists()
