@@ -248,7 +248,8 @@ def calibrate_population(records: Sequence[str], out, organs: Sequence[str] | No
     if settings.window is None:
         settings = replace(settings, window=int(max(o.shooting_window for o in model.organs)))
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # same file system as out
     try:
         fits = _mechanisms(records, names, list(organs), settings, noise, tmp,
                            workers or min(len(records), os.cpu_count() or 1))

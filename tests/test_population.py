@@ -99,7 +99,7 @@ def test_a_hybrid_recovers_a_planted_modulation(planted_twin):
 
 @pytest.fixture(scope="module")
 def population(records, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pop") / "pop"
+    out = tmp_path_factory.mktemp("pop") / "not-yet" / "pop"  # a parent that does not exist yet
     res = _invoke("calibrate-population", records[0], records[1], "--out", out, "--organ", "glucose",
                   "--slot", SENS, "--steps", 40, "--batch", 2, "--workers", 2, "--quiet")
     assert res.exit_code == 0, res.output
