@@ -324,9 +324,13 @@ def quantiles(x: np.ndarray, q: Sequence[float] = QUANTILES) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- the Dataset
-def _metrics(kind: str, series: np.ndarray) -> dict[str, float]:
+def _metrics(kind: str, series: np.ndarray, limits: tuple[float, float] | None = None) -> dict[str, float]:
+    """The kind's series metrics of ``series``, clipped to the instrument's ``limits`` (a
+    model can predict values no instrument reports, e.g. glucose at or below zero)."""
     from ..registry import series_metrics
 
+    if limits is not None:
+        series = np.clip(series, *limits)
     out: dict[str, float] = {}
     for m in series_metrics(kind):
         out.update({k: float(v) for k, v in m.summarise(series[np.isfinite(series)], series.shape[-1]).items()})
@@ -350,7 +354,8 @@ def _kind_variables(twin, res: WhatIf) -> tuple[dict, dict]:
         read = readings_on_grid(record, k, res.minutes)[res.time.astype(int) - 1]
         data[f"{k}_record_plus_change"] = (("time",), read + res.mode[1, :, col] - res.mode[0, :, col], {
             **attrs, "long_name": f"the record's {k} readings plus the predicted change (NaN where none was read)"})
-        scen = {"original": _metrics(k, res.mode[0, :, col]), "whatif": _metrics(k, res.mode[1, :, col])}
+        scen = {"original": _metrics(k, res.mode[0, :, col], om.reading_limits),
+                "whatif": _metrics(k, res.mode[1, :, col], om.reading_limits)}
         names = list(scen["original"])
         if names:
             coords[f"{k}_metric"] = names

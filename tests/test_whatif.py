@@ -230,3 +230,15 @@ def test_forecast_bands_and_their_coverage(twin_dir, record_parts, tmp_path):
     assert res.exit_code == 0, res.output
     cov = pd.read_csv(table).set_index("model")["coverage90"]
     assert cov.between(0, 1).all() and cov["twin"] > 0.5
+
+
+def test_metrics_of_a_predicted_series_are_those_the_instrument_would_report():
+    """A replay may predict glucose at or below zero; its metrics are those of the readings a
+    sensor would give (clipped to the observation model's range), not an error."""
+    from physiotwin.calibration.whatif import _metrics
+
+    m = _metrics("cgm", np.array([-5.0, 20.0, 100.0, 700.0]), (39.0, 600.0))
+    ref = _metrics("cgm", np.array([39.0, 39.0, 100.0, 600.0]))
+    assert np.isfinite(m["lbgi"]) and m == ref
+    with pytest.raises(ValueError, match="> 0"):
+        _metrics("cgm", np.array([-5.0, 100.0]))  # the unclipped series is refused: the test can fail
