@@ -143,6 +143,8 @@ def whatif_scores(twins: dict, d: Path, name: str, patient: str, args) -> dict:
     rec.attrs["days"] = 10
     new = change_therapy(rec, start, bolus=1.25, night_basal=0.8)
     write_table(new[new["kind"].isin(["basal", "bolus", "carbs"])], wdir / "new.csv", start)
+    # the record's own inputs over the 10 days: its replay is what the change is measured from
+    write_table(rec[rec["kind"].isin(["basal", "bolus", "carbs"])], wdir / "original.csv", start)
     cf_path = wdir / "counterfactual.csv"
     if not cf_path.exists():
         cf = replay_therapy(new, patient, args.seed, start, hidden=HiddenPhysiology(args.amplitude))
@@ -161,9 +163,10 @@ def whatif_scores(twins: dict, d: Path, name: str, patient: str, args) -> dict:
     out["whatif_nothing_changes"] = float(np.sqrt(np.nanmean((days - truth[test_days].to_numpy()) ** 2)))
     for key, (twin, variant) in twins.items():
         ds = twin.whatif(wdir / "new.csv", variant=variant)
+        base = twin.whatif(wdir / "original.csv", variant=variant)
         t = ds["time"].values.astype(int)
-        for what, values in (("", ds["cgm"].values),
-                             ("_record_plus_change", nothing.reindex(t).to_numpy() + ds["cgm_change"].values)):
+        change = ds["cgm"].values - base["cgm"].values
+        for what, values in (("", ds["cgm"].values), ("_record_plus_change", nothing.reindex(t).to_numpy() + change)):
             pred = pd.Series(values, index=t).reindex(truth.index[test_days])
             out[f"whatif_{key}{what}"] = float(np.sqrt(np.nanmean((pred.to_numpy() - truth[test_days].to_numpy()) ** 2)))
     return out

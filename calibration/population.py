@@ -219,11 +219,11 @@ def _train(cal, probs, params, net: Hybrid, settings: FitSettings, steps: int, b
 
 
 def calibrate_population(records: Sequence[str], out, organs: Sequence[str] | None = None, *, conditioning: int = 2,
-                         seed: int = 0, workers: int | None = None, steps: int = 300, batch: int = 4,
+                         seed: int = 0, workers: int | None = None, network_steps: int = 300, batch: int = 4,
                          noise: str = "ar1", settings: FitSettings | None = None, **options) -> Population:
     """Train residual networks shared by the patients of ``records`` (paths) and write them
     to ``out``; see the module docstring. ``workers``: processes for the mechanistic stage
-    (default: one per core); ``steps``: Adam steps of the network stage; ``batch``: patients
+    (default: one per core); ``network_steps``: Adam steps of the network stage; ``batch``: patients
     per step; ``conditioning``: length of each patient's conditioning vector."""
     from ..simulate import require_x64
     from .twin import default_organs, read_record
@@ -265,12 +265,12 @@ def calibrate_population(records: Sequence[str], out, organs: Sequence[str] | No
         if not net.slots:
             raise CalibrationError(f"no organ of {list(organs)} declares a residual slot")
         history: list[dict] = []
-        net, conds, _, best_val = _train(cal, probs, params, net, settings, steps, min(batch, len(records)), seed,
-                                         history)
+        net, conds, _, best_val = _train(cal, probs, params, net, settings, network_steps,
+                                         min(batch, len(records)), seed, history)
         observations = [(om.name, om.option_values()) for om in cal.observations]
         meta = {"format": POP_FORMAT, "organs": list(organs), "state_names": list(model.state_names),
                 "observations": [{"name": n, "options": o} for n, o in observations], "spec": net.spec(),
-                "settings": asdict(settings), "steps": steps, "batch": batch,
+                "settings": asdict(settings), "network_steps": network_steps, "batch": batch,
                 "patients": [{"name": n, "record": r, "cond": c.tolist()} for n, r, c in zip(names, records, conds)],
                 "validation_score": best_val, "history": history,
                 "seconds": {"mechanistic": t_mech, "total": time.perf_counter() - t0}}

@@ -144,6 +144,14 @@ def _model_of(meta: dict, meta_path: Path):
     return model
 
 
+def _read_networks(path: Path, like: Hybrid, without_conditioning: bool) -> Hybrid:
+    """The networks of ``path`` into the structure ``like``; twins saved before conditioning
+    vectors existed hold the nets only (they get an empty conditioning vector)."""
+    if without_conditioning:
+        return eqx.tree_at(lambda h: h.nets, like, eqx.tree_deserialise_leaves(path, like.nets))
+    return eqx.tree_deserialise_leaves(path, like)
+
+
 def read_twin(directory) -> dict:
     """The parts of a saved twin, as the keyword arguments of `Twin`."""
     directory = Path(directory)
@@ -153,7 +161,8 @@ def read_twin(directory) -> dict:
         arrays = np.load(directory / "arrays.npz")
         hybrid = None
         if meta.get("hybrid") is not None:
-            hybrid = eqx.tree_deserialise_leaves(directory / "networks.eqx", Hybrid.from_spec(model, meta["hybrid"]))
+            hybrid = _read_networks(directory / "networks.eqx", Hybrid.from_spec(model, meta["hybrid"]),
+                                    "conditioning" not in meta["hybrid"])
         corr = {k[len("corr_"):]: arrays[k] for k in arrays.files if k.startswith("corr_")}
         # twins saved before what-if support have neither (`Twin.whatif` says so)
         windows = {v: (arrays[f"window_starts_{v}"], arrays[f"window_ends_{v}"]) for v in _VARIANTS

@@ -374,12 +374,16 @@ def _read_record(path: str):
 @click.option("--steps", type=int, default=300, show_default=True, help="Adam steps of the shared-network stage.")
 @click.option("--batch", type=int, default=4, show_default=True, help="Patients per step.")
 @click.option("--slot", "slots", multiple=True, help="Residual slot, organ.slot (repeat; default: all).")
+@click.option("--starts", type=int, default=2, show_default=True, help="Multistart runs of each patient's mechanism.")
+@click.option("--mechanistic-steps", type=int, default=None, help="Iteration budget of each patient's mechanism.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate_population(records, out, organs, conditioning, workers, steps, batch, slots, seed, quiet) -> None:
+def calibrate_population(records, out, organs, conditioning, workers, steps, batch, slots, starts, mechanistic_steps,
+                         seed, quiet) -> None:
     """Train residual networks shared by the patients of RECORDS (one record each, same length
     and kinds), with a conditioning vector per patient; write them to --out."""
     from .calibration.population import calibrate_population as run
+    from .calibration.settings import FitSettings
 
     out_path = Path(out)
     if out_path.exists() and (not out_path.is_dir() or (any(out_path.iterdir())
@@ -387,8 +391,9 @@ def calibrate_population(records, out, organs, conditioning, workers, steps, bat
         _fail(f"--out {out}: exists and is not a population directory; not overwriting it")
     for r in records:
         _read_record(r)  # every record readable before any work starts
+    settings = FitSettings(seed=seed, starts=starts, steps=mechanistic_steps, slots=slots, progress=not quiet)
     pop = run(records, out_path, list(organs) or None, conditioning=conditioning, seed=seed, workers=workers,
-              steps=steps, batch=batch, slots=slots, progress=not quiet)
+              network_steps=steps, batch=batch, settings=settings)
     m = pop.meta
     click.echo(f"wrote {out}  ({len(m['patients'])} patients, slots {', '.join(m['spec']['slots'])}, "
                f"conditioning {conditioning}; mean validation score {m['validation_score']:.3g}; "

@@ -18,6 +18,16 @@ os.environ.setdefault("PHYSIOTWIN_JAX_CACHE", _CACHE)  # for CLI subprocesses
 import pytest  # noqa: E402
 from helpers import DATA, UVA_PATIENTS  # noqa: E402
 
+# the files that share the session's calibrated twin run on one xdist worker (calibrated once),
+# every other file on a worker of its own choosing, whole (its module fixtures computed once)
+_TWIN_FILES = {"test_calibration.py", "test_whatif.py", "test_control.py", "test_multikind.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("session-twin" if name in _TWIN_FILES else name))
+
 @pytest.fixture(scope="session")
 def reference_scenario():
     from physiotwin.registry import timeline_kinds

@@ -101,7 +101,7 @@ def test_a_hybrid_recovers_a_planted_modulation(planted_twin):
 def population(records, tmp_path_factory):
     out = tmp_path_factory.mktemp("pop") / "not-yet" / "pop"  # a parent that does not exist yet
     res = _invoke("calibrate-population", records[0], records[1], "--out", out, "--organ", "glucose",
-                  "--slot", SENS, "--steps", 40, "--batch", 2, "--workers", 2, "--quiet")
+                  "--slot", SENS, "--steps", 30, "--batch", 2, "--workers", 1, "--starts", 1, "--quiet")
     assert res.exit_code == 0, res.output
     assert "2 patients" in res.output and "c = [" in res.output
     return out
@@ -132,7 +132,7 @@ def test_population_networks_are_reused_bit_for_bit(population, records, tmp_pat
 def test_population_refuses_records_that_cannot_be_stacked(records, tmp_path):
     short = _planted_record(tmp_path / "short.csv", "adult#002", 0.8, 6.0, 5, days=1)
     with pytest.raises(pt.errors.CalibrationError, match="same length and kinds"):
-        calibrate_population([records[0], short], tmp_path / "pop", ["glucose"], steps=2, workers=1,
+        calibrate_population([records[0], short], tmp_path / "pop", ["glucose"], network_steps=2, workers=1,
                              slots=(SENS,), progress=False)
     assert not (tmp_path / "pop").exists()
 
