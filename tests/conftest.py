@@ -23,10 +23,23 @@ from helpers import DATA, UVA_PATIENTS  # noqa: E402
 _TWIN_FILES = {"test_calibration.py", "test_whatif.py", "test_control.py", "test_multikind.py"}
 
 
+# the longest groups first, so that no worker is left alone with one at the end
+_LONGEST = ("06-hybrid-learns.ipynb", "test_population.py", "03-calibrate-a-twin.ipynb", "05-what-if.ipynb",
+            "session-twin", "test_validation.py", "04-cardiorenal-twin.ipynb", "test_steady.py",
+            "test_cardiovascular.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
         item.add_marker(pytest.mark.xdist_group("session-twin" if name in _TWIN_FILES else name))
+    rank = {g: i for i, g in enumerate(_LONGEST)}
+
+    def order(item):
+        name = item.path.name
+        return rank.get("session-twin" if name in _TWIN_FILES else name, len(rank))
+
+    items.sort(key=order)  # stable: the order within a group is kept
 
 @pytest.fixture(scope="session")
 def reference_scenario():
