@@ -152,45 +152,82 @@ def patients(as_csv: bool) -> None:
 
 
 # ------------------------------------------------------------------- simulate
-def _observed_variables(ds) -> list[tuple[str, object]]:
-    """``[(variable, observation model)]``: the dataset's outputs that an installed observation
-    model reads (the quantities one can measure), in the models' order."""
-    from .registry import observation_models
+LIST_LIMIT = 20  # cohorts larger than this get a distribution over patients, not one line each
 
-    out = []
-    for cls in observation_models().values():
-        found = [v for v in ds.data_vars if "." in v and v.split(".", 1)[1] == cls.output and v not in dict(out)]
-        if len(found) == 1:
-            out.append((found[0], cls))
-    return out
+
+def _summary_rows(ds):
+    """``(variable, unit, columns, {column: values per patient})`` per measurable variable, as the
+    instrument would report it (clipped to its range); failed patients are NaN."""
+    import numpy as np
+
+    from .cohort_io import measurable, reported
+    from .registry import series_metrics
+
+    status = np.atleast_1d(ds["solver_status"].values)
+    for var, cls in measurable(ds.data_vars):
+        values = np.atleast_2d(ds[var].values)
+        metrics = [(m, key) for m in series_metrics(cls.kind) for key in m.headline]
+        cols = {"mean": [], "min": [], "max": [], **{key: [] for _, key in metrics}}
+        for row, s in zip(values, status):
+            shown = reported(row, cls)
+            ok = s == 0
+            cols["mean"].append(row.mean() if ok else np.nan)
+            cols["min"].append(row.min() if ok else np.nan)
+            cols["max"].append(row.max() if ok else np.nan)
+            for m, key in metrics:
+                cols[key].append(m.summarise(shown, len(shown))[key] if ok else np.nan)
+        yield var, ds[var].attrs.get("units", ""), {k: np.asarray(v, float) for k, v in cols.items()}
 
 
 def _summary(ds) -> None:
-    """Per measurable variable: mean, min, max per patient and the kind's headline metrics."""
+    """Per measurable variable: mean, min, max and the kind's headline metrics, one line per
+    patient, or for a large cohort their distribution over patients (median and 5-95 %)."""
     import numpy as np
 
-    from .registry import series_metrics
     from .simulate import STATUS_MEANINGS
 
     names = list(np.atleast_1d(ds["patient"].values))
     status = np.atleast_1d(ds["solver_status"].values)
-    for var, cls in _observed_variables(ds):
-        metrics = [(m, key) for m in series_metrics(cls.kind) for key in m.headline]
-        values = np.atleast_2d(ds[var].values)
-        click.echo(f"{var} [{ds[var].attrs.get('units', '')}]")
-        click.echo(f"  {'patient':<16} {'mean':>9} {'min':>9} {'max':>9} "
-                   + "".join(f"{key:>8}" for _, key in metrics) + "  status")
-        for n, row, s in zip(names, values, status):
+    for var, unit, cols in _summary_rows(ds):
+        click.echo(f"{var} [{unit}]")
+        if len(names) > LIST_LIMIT:
+            ok = status == 0
+            click.echo(f"  {len(names)} patients ({int(ok.sum())} solved); over patients:")
+            click.echo(f"  {'':<8} {'median':>9} {'5 %':>9} {'95 %':>9}")
+            for key, v in cols.items():
+                if ok.any():
+                    q = np.nanpercentile(v[ok], [50, 5, 95])
+                    click.echo(f"  {key:<8} {q[0]:9.4g} {q[1]:9.4g} {q[2]:9.4g}")
+            continue
+        keys = [k for k in cols if k not in ("mean", "min", "max")]
+        click.echo(f"  {'patient':<16} {'mean':>9} {'min':>9} {'max':>9} " + "".join(f"{k:>8}" for k in keys)
+                   + "  status")
+        for i, (n, s) in enumerate(zip(names, status)):
             if s != 0:
-                click.echo(f"  {n:<16} {'':>9} {'':>9} {'':>9} " + " " * 8 * len(metrics) + f"  {STATUS_MEANINGS[s]}")
+                click.echo(f"  {n:<16} {'':>9} {'':>9} {'':>9} " + " " * 8 * len(keys) + f"  {STATUS_MEANINGS[s]}")
                 continue
-            extra = "".join(f"{m.summarise(row, len(row))[key]:8.1f}" for m, key in metrics)
-            click.echo(f"  {n:<16} {row.mean():9.4g} {row.min():9.4g} {row.max():9.4g} {extra}  {STATUS_MEANINGS[s]}")
+            click.echo(f"  {n:<16} {cols['mean'][i]:9.4g} {cols['min'][i]:9.4g} {cols['max'][i]:9.4g} "
+                       + "".join(f"{cols[k][i]:8.1f}" for k in keys) + f"  {STATUS_MEANINGS[s]}")
+
+
+def _report_failures(ds) -> None:
+    import numpy as np
+
+    status = np.atleast_1d(ds["solver_status"].values)
+    if np.any(status != 0):
+        who = np.atleast_1d(ds["patient"].values)[status != 0]
+        why = np.atleast_1d(ds["solver_message"].values)[status != 0]
+        click.echo(f"warning: the solve failed for {len(who)} patient(s) (see solver_status); the other results "
+                   f"stand:", err=True)
+        for w, m in list(zip(who, why))[:LIST_LIMIT]:
+            click.echo(f"  {w}: {m}", err=True)
+        if len(who) > LIST_LIMIT:
+            click.echo(f"  ... and {len(who) - LIST_LIMIT} more", err=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 def _run(organs, patients, timeline, minutes, every, out, plot, controller=None) -> None:
-    import numpy as np
-
+    from .cohort_io import measurable
     from .io import check_writable, plot_timeseries, write_netcdf
     from .simulate import simulate
     from .timeline import read_timeline
@@ -202,36 +239,111 @@ def _run(organs, patients, timeline, minutes, every, out, plot, controller=None)
     ds = simulate(list(organs), patients, tl, minutes=minutes, every=every, controller=controller)
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['time']} times x {ds.sizes.get('patient', 1)} patient(s), "
-               f"organs: {ds.attrs['organs']})")
+               f"organs: {', '.join(ds.attrs['organs'].split())})")
     if plot:
-        plot_timeseries(ds, plot, [(v, cls.reference_range) for v, cls in _observed_variables(ds)])
+        plot_timeseries(ds, plot, [(v, cls.reference_range) for v, cls in measurable(ds.data_vars)])
         click.echo(f"wrote {plot}")
     _summary(ds)
-    status = np.atleast_1d(ds["solver_status"].values)
-    if np.any(status != 0):
-        who = np.atleast_1d(ds["patient"].values)[status != 0]
-        why = np.atleast_1d(ds["solver_message"].values)[status != 0]
-        click.echo(f"warning: the solve failed for {len(who)} patient(s) (see solver_status); the other results "
-                   f"stand:", err=True)
-        for w, m in zip(who, why):
-            click.echo(f"  {w}: {m}", err=True)
-        sys.exit(EXIT_PARTIAL)
+    _report_failures(ds)
+
+
+def _progress(total: int, unit: str = "patient"):
+    """A progress bar on stderr (tqdm; shown on terminals only)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+
+def _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summary, chunk) -> None:
+    """The chunked cohort path: per-patient timelines, fixed minute steps, NetCDF or Zarr."""
+    import time
+
+    from .cohort import CohortRun, collect, read_cohort
+    from .cohort_io import ZarrWriter, fingerprint, measurable, summary_dataset
+    from .composer import compose
+    from .io import check_writable, write_netcdf
+
+    zarr = str(out).rstrip("/").endswith(".zarr")
+    if not zarr:
+        check_writable(out)
+    model = compose(list(organs))
+    cohort = read_cohort(model, patients, timeline)
+    if summary and not outputs:
+        outputs = [v for v, _ in measurable(list(model.state_names) + list(model.output_names))] or None
+    run = CohortRun(model, cohort, minutes, every, outputs=outputs, chunk=chunk)
+    shape = summary_dataset if summary else (lambda d: d)
+    t0 = time.perf_counter()
+    if zarr:
+        spec = {"organs": list(organs), "patients": fingerprint(list(cohort.names)),
+                "theta": fingerprint(cohort.theta.tobytes().hex()), "which": fingerprint(cohort.which.tolist()),
+                "timelines": fingerprint([t.to_frame().to_json() for t in cohort.timelines]),
+                "minutes": minutes, "every": every, "outputs": run.names, "summary": summary, "chunk": run.chunk}
+        resuming = Path(str(out).rstrip("/") + ".part").exists()
+        first = None if resuming else shape(run.dataset(0, run.solve(0)))
+        writer = ZarrWriter(out, first, cohort.names, run.chunk, spec)
+        done = writer.done()
+        bar = _progress(len(cohort))
+        bar.update(sum(run.bounds(k)[1] - run.bounds(k)[0] for k in done))
+        if first is not None and 0 not in done:
+            writer.write(0, first)
+            bar.update(first.sizes["patient"])
+            done = writer.done()
+        for k, ds in run.chunks([k for k in range(run.n_chunks) if k not in done]):
+            writer.write(k, shape(ds))
+            bar.update(ds.sizes["patient"])
+        bar.close()
+        writer.finish(run.n_chunks)
+        import xarray as xr
+
+        result = xr.open_zarr(out)
+    else:
+        bar = _progress(len(cohort))
+        result = shape(collect(run, bar.update))
+        bar.close()
+        write_netcdf(result, out)
+    seconds = time.perf_counter() - t0
+    click.echo(f"wrote {out}  ({len(cohort)} patients x {minutes / 1440:g} day(s), {len(cohort.timelines)} "
+               f"timeline(s), {run.n_chunks} chunk(s) of {run.chunk}, {seconds:.1f} s; organs: {', '.join(organs)})")
+    if not summary:
+        _summary(result)
+    _report_failures(result)
+
+
+def _outputs_option(value):
+    if value is None:
+        return None
+    return [v.strip() for part in value for v in part.split(",") if v.strip()]
 
 
 @main.command()
 @click.option("--organ", "organs", multiple=True, required=True, help="Organ to compose (repeat for several).")
 @click.option("--patient", "patient_names", multiple=True, help="Bundled patient name (repeat for several).")
-@click.option("--patients", "patients_csv", type=click.Path(dir_okay=False), help="CSV table of patients (see `patients --csv`).")
-@click.option("--timeline", type=click.Path(dir_okay=False), help="Timeline file (CSV or TOML).")
+@click.option("--patients", "patients_csv", type=click.Path(dir_okay=False),
+              help="CSV table of patients (see `patients --csv`); an optional 'timeline' column names each "
+                   "patient's timeline file (relative to the table).")
+@click.option("--timeline", type=click.Path(dir_okay=False),
+              help="Timeline file (CSV or TOML); with --patients, the timeline of rows that name none. "
+                   "Without it (and without a 'timeline' column): no events.")
 @click.option("--hours", type=float, help="Duration in hours.")
 @click.option("--days", type=float, help="Duration in days.")
 @click.option("--every", type=float, default=5.0, show_default=True, help="Output interval in minutes.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot.")
+@click.option("--out", required=True, type=click.Path(),
+              help="Output file: NetCDF (.nc) or a chunked Zarr store (.zarr, bounded memory for any cohort).")
+@click.option("--outputs", "outputs", multiple=True,
+              help="Variables to save, organ.var, comma-separated or repeated (default: every state and output).")
+@click.option("--summary", is_flag=True, help="Save per-patient summaries of the measurable variables instead of "
+                                                "trajectories.")
+@click.option("--solver", type=click.Choice(["auto", "adaptive", "fixed"]), default="auto", show_default=True,
+              help="adaptive: shared adaptive steps that stop at every input change (one timeline); fixed: "
+                   "fixed minute steps, chunked, per-patient timelines. auto: fixed for per-patient timelines, "
+                   "Zarr, --outputs, --summary or more patients than --chunk, else adaptive.")
+@click.option("--chunk", type=int, default=1024, show_default=True, help="Patients solved together (fixed solver).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG plot (adaptive solver).")
 @click.option("--controller", help="A closed-loop controller (from a plugin) that takes over part of the timeline's "
                                    "inputs; `physiotwin extensions` lists the installed ones.")
-def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, out, plot, controller) -> None:
-    """Simulate patients on a timeline and write a NetCDF file."""
+def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, out, outputs, summary, solver, chunk,
+             plot, controller) -> None:
+    """Simulate patients on their timelines and write NetCDF or Zarr."""
     if (hours is None) == (days is None):
         _fail("give exactly one of --hours or --days")
     minutes = hours * 60.0 if hours is not None else days * 1440.0
@@ -239,11 +351,40 @@ def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, 
         _fail(f"duration must be > 0, got {hours if hours is not None else days}")
     if bool(patient_names) == bool(patients_csv):
         _fail("give --patient NAME (repeatable) or --patients FILE.csv, not both or neither")
+    if chunk < 1:
+        _fail(f"--chunk must be >= 1, got {chunk}")
     if patients_csv:
         patients = Path(patients_csv)
     else:
         patients = patient_names[0] if len(patient_names) == 1 else list(patient_names)
+    outputs = _outputs_option(outputs) or None
+    if solver == "auto":
+        solver = "fixed" if _wants_cohort(patients, out, outputs, summary, chunk) else "adaptive"
+    if solver == "fixed" or outputs or summary:
+        if controller or plot:
+            _fail("--controller and --plot run with the adaptive solver only (one timeline, NetCDF output, every "
+                  "variable): leave out --outputs/--summary/--solver fixed and the 'timeline' column")
+        if solver == "adaptive":
+            _fail("--outputs and --summary need --solver fixed (or auto)")
+        _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summary, chunk)
+        return
+    if str(out).rstrip("/").endswith(".zarr"):
+        _fail("Zarr output needs --solver fixed (or auto)")
     _run(organs, patients, timeline, minutes, every, out, plot, controller)
+
+
+def _wants_cohort(patients, out, outputs, summary, chunk) -> bool:
+    """Whether ``--solver auto`` takes the chunked fixed-step path (cheap checks, no parsing of
+    the whole table)."""
+    if outputs or summary or str(out).rstrip("/").endswith(".zarr"):
+        return True
+    if isinstance(patients, Path):
+        from .cohort import TIMELINE_COLUMN
+        from .patients import patient_table
+
+        table = patient_table(patients)
+        return TIMELINE_COLUMN in table.columns or len(table) > chunk
+    return False
 
 
 # ----------------------------------------------------------------------- demo

@@ -94,6 +94,9 @@ class FixedSteps(AbstractStepping):
     solver: diffrax.AbstractSolver = eqx.field(static=True, default_factory=diffrax.Ralston)
     piece: float = eqx.field(static=True, default=1.0)
     checkpoint: bool = eqx.field(static=True, default=False)
+    #: write the stages and steps out (no inner loops): about 3x faster to run, for the
+    #: forward-only cohort path; the loops (default) keep derivatives quick to compile
+    unroll: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if getattr(self.solver, "tableau", None) is None or isinstance(self.solver, diffrax.AbstractImplicitSolver):
@@ -110,8 +113,16 @@ class FixedSteps(AbstractStepping):
         a = np.zeros((n, n))
         for i, row in enumerate(tab.a_lower):
             a[i + 1, :len(row)] = row
-        c = jnp.asarray(np.concatenate([[0.0], np.asarray(tab.c, float)]), y.dtype)
-        a, b = jnp.asarray(a, y.dtype), jnp.asarray(np.asarray(tab.b_sol, float), y.dtype)
+        c = np.concatenate([[0.0], np.asarray(tab.c, float)])
+        b = np.asarray(tab.b_sol, float)
+        if self.unroll:
+            ks = []
+            for i in range(n):
+                yi = y + h * sum((a[i, j] * ks[j] for j in range(i) if a[i, j] != 0.0), jnp.zeros_like(y))
+                ks.append(f(t + c[i] * h, yi))
+            return y + h * sum((b[i] * ks[i] for i in range(n) if b[i] != 0.0), jnp.zeros_like(y))
+        c = jnp.asarray(c, y.dtype)
+        a, b = jnp.asarray(a, y.dtype), jnp.asarray(b, y.dtype)
 
         def stage(i, ks):
             yi = y + h * jnp.tensordot(a[i], ks, axes=1)
@@ -122,6 +133,10 @@ class FixedSteps(AbstractStepping):
 
     def _steps(self, f, t, y):
         h = self.piece / self.substeps
+        if self.unroll:
+            for j in range(self.substeps):
+                y = self._rk(f, t + j * h, y, h)
+            return y
         return jax.lax.fori_loop(0, self.substeps, lambda j, yy: self._rk(f, t + j * h, yy, h), y)
 
     def step(self, field: AbstractField, t: Array, y: Array, u: Array) -> Array:

@@ -22,7 +22,7 @@ import pandas as pd
 from .composer import Model
 from .errors import PatientError
 
-__all__ = ["PatientError", "bundled_patients", "patient_table", "resolve_patients"]
+__all__ = ["PatientError", "bundled_patients", "patient_table", "resolve_patients", "table_params"]
 
 
 def _read_commented_csv(text: str, source: str) -> pd.DataFrame:
@@ -99,6 +99,9 @@ def _column_map(model: Model, columns: Sequence[str], source: str) -> dict[str, 
     for col in columns:
         if col == "source":
             continue
+        if col == "timeline":
+            raise PatientError(f"{source}: a 'timeline' column (one timeline per patient) is read by the cohort "
+                               f"path: physiotwin.cohort.read_cohort, or `physiotwin simulate --solver fixed`")
         if col in model.param_names:
             target = col
         elif col in by_bare:
@@ -129,7 +132,9 @@ def _column_values(table: pd.DataFrame, col: str, default: float, source: str) -
     return np.where(np.isnan(values), default, values)
 
 
-def _params_array(model: Model, table: pd.DataFrame, source: str) -> np.ndarray:
+def table_params(model: Model, table: pd.DataFrame, source: str) -> np.ndarray:
+    """``[patient, parameter]`` (order ``model.param_names``) from a table read by `patient_table`,
+    column by column; missing columns and empty cells take the organ's nominal value."""
     nominal = model.nominal_params()
     mapping = _column_map(model, list(table.columns), source)
     column_of = {target: c for c, target in mapping.items()}
@@ -187,5 +192,5 @@ def resolve_patients(
         source = "bundled patients"
     if len(table) == 0:
         raise PatientError(f"{source}: no patients in the table")
-    theta = _params_array(model, table, source)
+    theta = table_params(model, table, source)
     return [str(n) for n in table.index], theta, single

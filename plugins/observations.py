@@ -128,6 +128,7 @@ class BG(_Gaussian):
     description = "finger-stick meter reading of plasma glucose"
     typical_error = 7.0
     reference_range = GLUCOSE_RANGE
+    reading_limits = (20.0, 600.0)  # mg/dL: the range blood glucose meters report ("LO"/"HI" outside it)
     params = _sigma("mg/dL", 7.0, 1.0, 60.0, "ISO 15197:2013: 95 % of meter readings within 15 mg/dL below 100")
 
 

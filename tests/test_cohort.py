@@ -1,0 +1,162 @@
+"""Cohorts: per-patient timelines (equal to separate runs), the fixed-step cohort solver
+against the adaptive one, Zarr and NetCDF outputs agreeing, per-patient summaries, a
+run resumed after a crash, and clear errors for bad cohort input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+import physiotwin as pt
+from physiotwin.cli import main
+from physiotwin.cohort import CohortRun, collect, read_cohort
+
+HOURS = 6
+PATIENTS = ["adult#001", "child#002", "adolescent#003", "adult#004", "adult#005"]
+EARLY = "time,kind,value,unit\n30,carbs,40,g\n30,bolus,3,U\n200,carbs,25,g\n"
+LATE = "time,kind,value,unit\n90,carbs,60,g\n95,bolus,5,U\n"
+DEFAULT = "time,kind,value,unit\n60,carbs,30,g\n60,bolus,2,U\n"
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cohort")
+    (d / "tl").mkdir()
+    (d / "tl" / "early.csv").write_text(EARLY)
+    (d / "tl" / "late.csv").write_text(LATE)
+    (d / "default.csv").write_text(DEFAULT)
+    table = pt.bundled_patients().loc[PATIENTS].drop(columns=["source"]).reset_index()
+    table["timeline"] = ["tl/early.csv", "tl/late.csv", "", "tl/early.csv", "tl/late.csv"]
+    table.to_csv(d / "cohort.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pt.compose(["glucose"])
+
+
+@pytest.fixture(scope="module")
+def cohort_run(model, cohort_dir):
+    cohort = read_cohort(model, cohort_dir / "cohort.csv", cohort_dir / "default.csv")
+    return collect(CohortRun(model, cohort, HOURS * 60, 5, chunk=2))
+
+
+def test_per_patient_timelines_equal_separate_runs(model, cohort_dir, cohort_run):
+    ds = cohort_run
+    assert list(ds["patient"].values) == PATIENTS
+    assert ds.sizes["time"] == HOURS * 12 + 1 and (ds["solver_status"].values == 0).all()
+    files = {"tl/early.csv": cohort_dir / "tl" / "early.csv", "tl/late.csv": cohort_dir / "tl" / "late.csv",
+             "": cohort_dir / "default.csv"}
+    table = pd.read_csv(cohort_dir / "cohort.csv", keep_default_na=False)
+    g = ds["glucose.plasma_glucose"].values
+    for i, (name, cell) in enumerate(zip(table["patient"], table["timeline"])):
+        alone = read_cohort(model, name, files[cell])
+        one = collect(CohortRun(model, alone, HOURS * 60, 5, chunk=2))  # same chunk shape: no new compile
+        np.testing.assert_array_equal(one["glucose.plasma_glucose"].values[0], g[i])
+    # the timelines differ where they should: same patient, other meals
+    assert np.abs(g[0] - g[3]).max() > 1.0 and np.abs(g[1] - g[4]).max() > 1.0
+
+
+def test_fixed_steps_agree_with_adaptive(cohort_dir, cohort_run):
+    """The cohort's fixed minute steps against the adaptive solver on the same patients and meals."""
+    early = [i for i, t in enumerate(["e", "l", "d", "e", "l"]) if t == "e"]
+    ref = pt.simulate(["glucose"], [PATIENTS[i] for i in early], cohort_dir / "tl" / "early.csv", hours=HOURS)
+    diff = np.abs(ref["glucose.plasma_glucose"].values - cohort_run["glucose.plasma_glucose"].values[early])
+    assert diff.max() < 0.2, diff.max()
+
+
+@pytest.fixture(scope="module")
+def cli_runs(cohort_dir):
+    runner = CliRunner()
+    common = ["simulate", "--organ", "glucose", "--patients", str(cohort_dir / "cohort.csv"), "--timeline",
+              str(cohort_dir / "default.csv"), "--hours", str(HOURS), "--chunk", "2",
+              "--outputs", "glucose.plasma_glucose,glucose.subcutaneous_glucose"]
+    out = {}
+    for name in ("run.nc", "run.zarr"):
+        res = runner.invoke(main, common + ["--out", str(cohort_dir / name)])
+        assert res.exit_code == 0, res.output
+        out[name] = res.output
+    res = runner.invoke(main, common + ["--out", str(cohort_dir / "summary.nc"), "--summary"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_zarr_and_netcdf_agree(cohort_dir, cli_runs, cohort_run):
+    nc = xr.load_dataset(cohort_dir / "run.nc")
+    zr = xr.open_zarr(cohort_dir / "run.zarr").load()
+    assert set(nc.data_vars) == set(zr.data_vars)
+    assert [v for v in nc.data_vars if "glucose" in v] == ["glucose.plasma_glucose", "glucose.subcutaneous_glucose"]
+    for v in nc.data_vars:
+        np.testing.assert_array_equal(nc[v].values, zr[v].values)
+    assert list(zr["patient"].values) == PATIENTS
+    np.testing.assert_array_equal(zr["glucose.plasma_glucose"].values, cohort_run["glucose.plasma_glucose"].values)
+    assert zr["glucose.plasma_glucose"].encoding["chunks"] == (2, HOURS * 12 + 1)
+    assert not (cohort_dir / "run.zarr.part").exists()
+
+
+def test_summary_instead_of_trajectories(cohort_dir, cli_runs, cohort_run):
+    from physiotwin.plugins.glucose_metrics import cgm_metrics
+
+    s = xr.load_dataset(cohort_dir / "summary.nc")
+    assert "time" not in s.dims and s.sizes["patient"] == len(PATIENTS)
+    cgm = cohort_run["glucose.subcutaneous_glucose"].values
+    for i in range(len(PATIENTS)):
+        m = cgm_metrics(np.clip(cgm[i], 39.0, 600.0))
+        assert s["glucose.subcutaneous_glucose.tir"].values[i] == pytest.approx(m["tir"])
+        assert s["glucose.subcutaneous_glucose.mean"].values[i] == pytest.approx(m["mean"])
+
+
+def test_zarr_run_resumes_after_a_crash(cohort_dir, cli_runs, monkeypatch):
+    """A run that dies after its first chunks leaves OUT.zarr.part; the rerun skips the chunks
+    already written and ends with the numbers of an uninterrupted run."""
+    args = ["simulate", "--organ", "glucose", "--patients", str(cohort_dir / "cohort.csv"), "--timeline",
+            str(cohort_dir / "default.csv"), "--hours", str(HOURS), "--chunk", "2",
+            "--outputs", "glucose.plasma_glucose,glucose.subcutaneous_glucose", "--out", str(cohort_dir / "re.zarr")]
+    real = CohortRun.solve
+    solved = []
+
+    def crash_at_2(self, k):
+        if k == 2:
+            raise KeyboardInterrupt
+        solved.append(k)
+        return real(self, k)
+
+    monkeypatch.setattr(CohortRun, "solve", crash_at_2)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and (cohort_dir / "re.zarr.part").is_dir() and not (cohort_dir / "re.zarr").exists()
+    assert solved == [0, 1]
+    monkeypatch.setattr(CohortRun, "solve", lambda self, k: (solved.append(k), real(self, k))[1])
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert solved == [0, 1, 2]  # chunks 0 and 1 were not solved again
+    ref = xr.open_zarr(cohort_dir / "run.zarr").load()
+    again = xr.open_zarr(cohort_dir / "re.zarr").load()
+    for v in ref.data_vars:
+        np.testing.assert_array_equal(ref[v].values, again[v].values)
+    # a leftover .part of another run is refused, not mixed in
+    (cohort_dir / "other.zarr.part" / "_physiotwin_done").mkdir(parents=True)
+    (cohort_dir / "other.zarr.part" / "_physiotwin_done" / "fingerprint").write_text("0123")
+    res = CliRunner().invoke(main, args[:-1] + [str(cohort_dir / "other.zarr")])
+    assert res.exit_code == 1 and "another specification" in res.output
+
+
+def test_cohort_input_errors(tmp_path, cohort_dir, model):
+    table = pd.read_csv(cohort_dir / "cohort.csv", keep_default_na=False)
+    table.loc[1, "timeline"] = "tl/missing.csv"
+    table.to_csv(cohort_dir / "bad.csv", index=False)
+    runner = CliRunner()
+    base = ["simulate", "--organ", "glucose", "--hours", "1", "--out", str(tmp_path / "x.nc")]
+    res = runner.invoke(main, base + ["--patients", str(cohort_dir / "bad.csv")])
+    assert res.exit_code == 1
+    assert "bad.csv: patient 'child#002', column 'timeline': no timeline file 'tl/missing.csv'" in res.output
+    res = runner.invoke(main, base + ["--patient", "adult#001", "--outputs", "glucose.nope"])
+    assert res.exit_code == 1 and "unknown output 'glucose.nope'" in res.output and "glucose.Gp" in res.output
+    res = runner.invoke(main, base + ["--patient", "adult#001", "--solver", "fixed", "--every", "7"])
+    assert res.exit_code == 1 and "multiple of the output interval" in res.output
+    assert not (tmp_path / "x.nc").exists()
+    with pytest.raises(pt.PatientError, match="'timeline' column"):
+        pt.simulate(["glucose"], cohort_dir / "cohort.csv", hours=1)
