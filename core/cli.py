@@ -18,7 +18,6 @@ output file. Exit status 3 means the run finished but some patients' solves fail
 from __future__ import annotations
 
 import json
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -30,22 +29,9 @@ EXIT_PARTIAL = 3
 
 
 def _setup_jax() -> None:
-    import jax
+    from .jaxsetup import setup_jax
 
-    jax.config.update("jax_enable_x64", True)
-    # one CPU device per core: large cohorts are split over them (before JAX starts its backend)
-    try:
-        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
-    except RuntimeError:
-        pass  # the backend is already running (e.g. the CLI invoked from a Python session)
-    cache = os.environ.get("PHYSIOTWIN_JAX_CACHE", str(Path.home() / ".cache" / "physiotwin" / "jax"))
-    if cache:
-        try:
-            Path(cache).mkdir(parents=True, exist_ok=True)
-            jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        except OSError:
-            pass  # a cache is an optimisation only
+    setup_jax()
 
 
 def _user_errors():
@@ -385,6 +371,62 @@ def _wants_cohort(patients, out, outputs, summary, chunk) -> bool:
         table = patient_table(patients)
         return TIMELINE_COLUMN in table.columns or len(table) > chunk
     return False
+
+
+# ---------------------------------------------------------------------- trial
+@main.command()
+@click.argument("spec_file", metavar="SPEC.toml", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(), help="Zarr store to write (TRIAL.zarr).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes of a local Dask cluster (default: one per core; 0: run in this process).")
+@click.option("--scheduler", help="Address of a running Dask scheduler (a real cluster) instead of a local one.")
+@click.option("--table", "table_out", type=click.Path(dir_okay=False),
+              help="Per-arm summary table (CSV; default: next to --out).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Per-arm box plots (PNG; default: next to --out).")
+def trial(spec_file, out, workers, scheduler, table_out, plot) -> None:
+    """Run an in-silico trial: every arm of SPEC.toml on its cohort, chunk by chunk on Dask.
+    A rerun after an interruption skips the chunks already written."""
+    from .io import atomic_write_text, check_writable
+    from .trial import arm_summary, plot_arms, read_spec, run_trial
+
+    if workers is not None and workers < 0:
+        _fail(f"--workers must be >= 0, got {workers}")
+    spec = read_spec(spec_file)
+    out = Path(out)
+    if not out.name.endswith(".zarr"):
+        _fail(f"--out {out}: a trial is written to a Zarr store (name ending in .zarr)")
+    table_out = Path(table_out) if table_out else out.with_name(out.name[:-5] + "_arms.csv")
+    plot = Path(plot) if plot else out.with_name(out.name[:-5] + "_arms.png")
+    check_writable(table_out, "table")
+    check_writable(plot, "plot")
+    bar = _progress(0)
+
+    def total(n, done):
+        bar.total = n
+        bar.update(done)
+        if done:
+            click.echo(f"resuming: {done} of {n} patient-arms already written", err=True)
+
+    ds = run_trial(spec, out, workers=workers, scheduler=scheduler, progress=bar.update, total=total)
+    bar.close()
+    summary = arm_summary(ds, spec.metrics)
+    atomic_write_text(table_out, summary.to_csv(index=False, float_format="%.6g"))
+    plot_arms(ds, plot, spec.metrics)
+    click.echo(f"wrote {out}  ({len(spec.arms)} arms x {ds.sizes['patient']} patients x {spec.minutes / 1440:g} "
+               f"day(s)), {table_out}, {plot}")
+    click.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    _report_failures(_worst_arm(ds))
+
+
+def _worst_arm(ds):
+    """The per-patient status over arms (a patient counts as failed if any arm failed)."""
+    status = ds["solver_status"].max("arm").values
+    first_bad = ds["solver_status"].argmax("arm").values
+    message = ds["solver_message"].values[first_bad, range(len(first_bad))]
+    import xarray as xr
+
+    return xr.Dataset({"solver_status": ("patient", status), "solver_message": ("patient", message)},
+                      coords={"patient": ds["patient"].values})
 
 
 # ----------------------------------------------------------------------- demo

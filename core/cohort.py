@@ -257,8 +257,9 @@ class CohortRun:
         rows = np.minimum(rows, b - 1)  # the last chunk repeats its last patient (one compile)
         values, resets = _stack_inputs(self.model, self.cohort.timelines, self.cohort.which[rows], self.minutes)
         theta = self.cohort.theta[rows]
-        states = tuple(self.model.state_names.index(n) for n in self.names if n in self.model.state_names)
-        outs = tuple(self.model.output_names.index(n) for n in self.names if n in self.model.output_names)
+        # (sorted: the same variables asked in another order share the compiled program)
+        states = tuple(sorted(self.model.state_names.index(n) for n in self.names if n in self.model.state_names))
+        outs = tuple(sorted(self.model.output_names.index(n) for n in self.names if n in self.model.output_names))
         parts = np.array_split(np.arange(self.chunk), len(self.devices))
         pending = []
         for dev, idx in zip(self.devices, parts):  # asynchronous: every device at once

@@ -67,7 +67,7 @@ def summary_dataset(ds: xr.Dataset) -> xr.Dataset:
                 values = np.asarray([np.nan if r is None else float(r[key]) for r in rows])
                 data[f"{var}.{key}"] = xr.Variable(("patient",), values, attrs={
                     "long_name": f"{key} ({metric.name}: {metric.description}) of {var}",
-                    "of": var, "metric": metric.name, "entry": key,
+                    "of": var, "metric": metric.name, "entry": key, "headline": int(key in metric.headline),
                     "reading_limits": " ".join(f"{x:g}" for x in (cls.reading_limits or ()))})
     keep = [v for v in ("solver_status", "solver_message", "parameter_values", "timeline_index") if v in ds]
     out = ds[keep].copy()
@@ -92,10 +92,14 @@ class ZarrWriter:
         names: every patient name (the ``patient`` coordinate).
         chunk: patients per Zarr chunk (one region per chunk).
         spec: the run's specification; its fingerprint is kept to refuse resuming another run.
+        outer: ``(dim, labels)``: an outer dimension (a trial's arms) put before ``patient``
+            on every patient variable; each region is then one label x one chunk.
     """
 
-    def __init__(self, path: str | Path, template: xr.Dataset, names: Sequence[str], chunk: int, spec: dict):
+    def __init__(self, path: str | Path, template: xr.Dataset | None, names: Sequence[str], chunk: int, spec: dict,
+                 outer: tuple[str, Sequence[str]] | None = None):
         self.path = Path(path)
+        self.outer = outer
         self.part = self.path.with_name(self.path.name + ".part")
         self.marks = self.part / "_physiotwin_done"
         self.chunk = int(chunk)
@@ -121,15 +125,23 @@ class ZarrWriter:
         n = len(names)
         data = {}
         encoding = {}
+        sizes = {**template.sizes, "patient": n}
         for name, var in template.data_vars.items():
-            shape = tuple(n if d == "patient" else template.sizes[d] for d in var.dims)
-            chunks = tuple(self.chunk if d == "patient" else template.sizes[d] for d in var.dims)
+            dims = var.dims
+            if self.outer is not None and "patient" in dims:
+                dims = (self.outer[0],) + dims
+                sizes[self.outer[0]] = len(self.outer[1])
+            shape = tuple(sizes[d] for d in dims)
+            chunks = tuple(self.chunk if d == "patient" else 1 if self.outer and d == self.outer[0] else sizes[d]
+                           for d in dims)
             fill = "" if var.dtype.kind == "U" else 0
-            data[name] = xr.Variable(var.dims, da.full(shape, fill, dtype=var.dtype, chunks=chunks), attrs=var.attrs)
+            data[name] = xr.Variable(dims, da.full(shape, fill, dtype=var.dtype, chunks=chunks), attrs=var.attrs)
             encoding[name] = {"chunks": chunks}
         coords = {k: v.variable for k, v in template.coords.items() if "patient" not in v.dims}
         width = template["patient"].dtype
         coords["patient"] = xr.Variable(("patient",), np.asarray(names, dtype=width))
+        if self.outer is not None:
+            coords[self.outer[0]] = xr.Variable((self.outer[0],), np.asarray(list(self.outer[1]), dtype=str))
         store = xr.Dataset(data, coords=coords, attrs={**template.attrs, "run_fingerprint": self.key})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fixed-width strings are not yet in the Zarr v3 spec
@@ -137,22 +149,30 @@ class ZarrWriter:
         self.marks.mkdir()
         (self.marks / "fingerprint").write_text(self.key)
 
-    def done(self) -> set[int]:
-        """Chunks already written (by this run or an interrupted one)."""
-        return {int(p.name.split("-")[1]) for p in self.marks.glob("chunk-*")}
+    def done(self) -> set:
+        """Regions already written (by this run or an interrupted one): chunk numbers, or
+        ``(outer index, chunk)`` pairs with an outer dimension."""
+        marks = [p.name.split("-")[1:] for p in self.marks.glob("chunk-*")]
+        return {int(m[0]) if len(m) == 1 else (int(m[0]), int(m[1])) for m in marks}
 
-    def write(self, k: int, ds: xr.Dataset) -> None:
-        """Write chunk ``k`` (patients ``k*chunk ...``) and mark it done."""
+    def write(self, k: int, ds: xr.Dataset, outer: int | None = None) -> None:
+        """Write chunk ``k`` (patients ``k*chunk ...``; of outer label ``outer``) and mark it done."""
         a = k * self.chunk
         region = ds.drop_vars([v for v in ds.variables if "patient" not in ds[v].dims])
+        where = {"patient": slice(a, a + ds.sizes["patient"])}
+        if self.outer is not None:
+            region = region.expand_dims(self.outer[0])
+            where[self.outer[0]] = slice(outer, outer + 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            region.to_zarr(self.part, region={"patient": slice(a, a + ds.sizes["patient"])}, mode="r+")
-        (self.marks / f"chunk-{k:06d}").touch()
+            region.to_zarr(self.part, region=where, mode="r+")
+        (self.marks / (f"chunk-{k:06d}" if outer is None else f"chunk-{outer:03d}-{k:06d}")).touch()
 
-    def finish(self, n_chunks: int) -> Path:
-        """Move the complete store into place (replacing an older one)."""
-        missing = sorted(set(range(n_chunks)) - self.done())
+    def finish(self, regions: int | set) -> Path:
+        """Move the complete store into place (replacing an older one) once every region
+        (``range(regions)``, or the set given) is written."""
+        expected = set(range(regions)) if isinstance(regions, int) else set(regions)
+        missing = sorted(expected - self.done())
         if missing:
             raise OutputError(f"{self.part}: chunks {missing[:5]} were not written")
         shutil.rmtree(self.marks)

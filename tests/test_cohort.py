@@ -160,3 +160,96 @@ def test_cohort_input_errors(tmp_path, cohort_dir, model):
     assert not (tmp_path / "x.nc").exists()
     with pytest.raises(pt.PatientError, match="'timeline' column"):
         pt.simulate(["glucose"], cohort_dir / "cohort.csv", hours=1)
+
+
+# ------------------------------------------------------------------ trials
+def _write_spec(folder, name="spec.toml", extra=""):
+    (folder / name).write_text(f"""organs = ["glucose"]
+hours = {HOURS}
+chunk = 2
+metrics = ["tir", "tbr70"]
+{extra}
+[cohort]
+patients = "cohort.csv"
+timeline = "default.csv"
+
+[[arms]]
+name = "usual care"
+
+[[arms]]
+name = "bolus +30 %"
+scale = {{ bolus = 1.3 }}
+""")
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def trial_in_process(cohort_dir):
+    from physiotwin.trial import read_spec, run_trial
+
+    spec = read_spec(_write_spec(cohort_dir))
+    return spec, run_trial(spec, cohort_dir / "t0.zarr", workers=0).load()
+
+
+def test_trial_arms_and_paired_summary(cohort_dir, trial_in_process, cohort_run):
+    from physiotwin.trial import arm_summary
+
+    spec, ds = trial_in_process
+    assert list(ds["arm"].values) == ["usual care", "bolus +30 %"] and ds.sizes["patient"] == len(PATIENTS)
+    usual = ds["glucose.plasma_glucose"].sel(arm="usual care").values
+    np.testing.assert_array_equal(usual, cohort_run["glucose.plasma_glucose"].values)
+    more = ds["glucose.plasma_glucose"].sel(arm="bolus +30 %").values
+    assert (more <= usual + 1e-9).all() and (more < usual - 1).any()  # more insulin: lower glucose
+    table = arm_summary(ds, spec.metrics)
+    row = table[(table.arm == "bolus +30 %") & (table.metric == "glucose.subcutaneous_glucose.tbr70")].iloc[0]
+    tbr = ds["glucose.subcutaneous_glucose.tbr70"].values
+    assert row.paired_median_difference == pytest.approx(np.median(tbr[1] - tbr[0]))
+    assert row["median"] == pytest.approx(np.median(tbr[1])) and row["patients"] == len(PATIENTS)
+    assert row["mean"] == pytest.approx(tbr[1].mean()) and tbr[1].mean() > tbr[0].mean()
+
+
+def test_trial_on_a_local_dask_cluster_equals_in_process(cohort_dir, trial_in_process):
+    """Two worker processes, one device each: the same numbers as the in-process run."""
+    res = CliRunner().invoke(main, ["trial", str(cohort_dir / "spec.toml"), "--out", str(cohort_dir / "t2.zarr"),
+                                    "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    on_dask = xr.open_zarr(cohort_dir / "t2.zarr").load()
+    for v in trial_in_process[1].data_vars:
+        np.testing.assert_array_equal(on_dask[v].values, trial_in_process[1][v].values, err_msg=v)
+    assert (cohort_dir / "t2_arms.csv").is_file() and (cohort_dir / "t2_arms.png").stat().st_size > 1000
+
+
+def test_trial_killed_and_restarted_gives_the_same_numbers(cohort_dir, trial_in_process, monkeypatch):
+    from physiotwin import trial as trial_mod
+
+    spec = trial_in_process[0]
+    real = trial_mod.run_task
+    ran = []
+
+    def dies_at_fourth(spec, store, arm, k):
+        if len(ran) == 3:
+            raise KeyboardInterrupt
+        ran.append((arm, k))
+        return real(spec, store, arm, k)
+
+    monkeypatch.setattr(trial_mod, "run_task", dies_at_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        trial_mod.run_trial(spec, cohort_dir / "tk.zarr", workers=0)
+    assert (cohort_dir / "tk.zarr.part").is_dir() and not (cohort_dir / "tk.zarr").exists()
+    monkeypatch.setattr(trial_mod, "run_task", lambda *a: (ran.append(a[2:]), real(*a))[1])
+    ds = trial_mod.run_trial(spec, cohort_dir / "tk.zarr", workers=0).load()
+    assert len(ran) == 6 and len(set(ran)) == 6  # 2 arms x 3 chunks, none solved twice
+    for v in trial_in_process[1].data_vars:
+        np.testing.assert_array_equal(ds[v].values, trial_in_process[1][v].values, err_msg=v)
+
+
+def test_trial_spec_errors(cohort_dir):
+    runner = CliRunner()
+    bad = _write_spec(cohort_dir, "bad.toml", extra="colour = 3")
+    res = runner.invoke(main, ["trial", str(bad), "--out", str(cohort_dir / "b.zarr")])
+    assert res.exit_code == 1 and "bad.toml: unknown key 'colour'" in res.output
+    text = (cohort_dir / "spec.toml").read_text().replace("bolus = 1.3", "bolsu = 1.3")
+    (cohort_dir / "bad2.toml").write_text(text)
+    res = runner.invoke(main, ["trial", str(cohort_dir / "bad2.toml"), "--out", str(cohort_dir / "b.zarr")])
+    assert res.exit_code == 1 and "arm 'bolus +30 %' scales unknown timeline kind 'bolsu'" in res.output
+    assert not (cohort_dir / "b.zarr").exists() and not (cohort_dir / "b.zarr.part").exists()
