@@ -373,6 +373,54 @@ def _wants_cohort(patients, out, outputs, summary, chunk) -> bool:
     return False
 
 
+# ----------------------------------------------------------------- population
+@main.command()
+@click.option("--n", "n", type=int, required=True, help="Number of virtual patients.")
+@click.option("--like", required=True, help="Bundled patients to resemble: those whose name starts with this "
+                                            "(e.g. adult, adolescent, child).")
+@click.option("--organ", "organs", multiple=True, help="Organs whose parameters are drawn (default: the organs of "
+                                                         "the bundled table the group comes from).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Patients table to write (CSV).")
+def population(n, like, organs, seed, out) -> None:
+    """Draw virtual patients like a group of bundled ones (a multivariate log-normal fitted to
+    the group; each organ re-derives its steady state; draws that cannot start at rest are
+    rejected and counted). The table is accepted by `simulate --patients` and trial specs."""
+    from .composer import compose
+    from .io import atomic_write_text, check_writable
+    from .population import sample_population
+
+    if n < 1:
+        _fail(f"--n must be >= 1, got {n}")
+    check_writable(out)
+    if not organs:
+        organs = _table_organs(like)
+    table, report = sample_population(compose(list(organs)), like, n, seed)
+    atomic_write_text(out, f"# {n} virtual patients like the bundled '{like}' patients, seed {seed}, organs "
+                           f"{', '.join(organs)} (physiotwin population)\n" + table.to_csv(index=False))
+    reasons = ", ".join(f"{k}: {v}" for k, v in report["reasons"].items()) or "none"
+    click.echo(f"wrote {out}  ({n} patients; {report['drawn']} drawn, {report['rejected']} rejected "
+               f"({100 * report['rejected'] / max(1, report['drawn']):.1f} %): {reasons}; "
+               f"{len(report['parameters'])} parameters drawn, correlations shrunk by {report['shrinkage']:.2f})")
+
+
+def _table_organs(like: str) -> list[str]:
+    """The composition the bundled table of the patients named ``like...`` is made for."""
+    from .patients import bundled_patients
+    from .registry import patient_tables
+
+    table = bundled_patients()
+    sources = set(table["source"][[str(p).startswith(like) for p in table.index]])
+    if not sources:
+        groups = sorted({str(p).split("#")[0] for p in table.index})
+        _fail(f"--like {like!r}: no bundled patient's name starts with it (groups: {', '.join(groups)})")
+    organs = {t.organs for t in patient_tables().values() if t.resource in sources and t.organs}
+    if len(organs) != 1:
+        _fail(f"give --organ: the bundled patients named {like!r}... come from {len(sources)} table(s) "
+              f"{'without a composition' if not organs else 'made for different compositions'}")
+    return list(organs.pop())
+
+
 # ---------------------------------------------------------------------- trial
 @main.command()
 @click.argument("spec_file", metavar="SPEC.toml", type=click.Path(dir_okay=False))

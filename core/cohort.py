@@ -24,6 +24,7 @@ per chunk, bounded memory; `collect`: one in-memory Dataset for NetCDF).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -37,7 +38,6 @@ import xarray as xr
 
 from .composer import Model
 from .errors import PatientError, SimulationError
-from .inputs import minute_inputs
 from .integrate import FixedSteps, ModelField, minute_steps
 from .patients import bundled_patients, patient_table, table_params
 from .signals import compile_signals
@@ -133,16 +133,60 @@ def read_cohort(model: Model, patients, timeline=None) -> Cohort:
 
 
 # ------------------------------------------------------------------ the solve
-@eqx.filter_jit
-def _solve_chunk(model, steps: FixedSteps, theta, values, resets, rest, every: int, states: tuple, outputs: tuple):
-    """Every patient of a chunk from its start, in fixed minute steps: ``(saved[P, T, V],
-    status[P], worst[P], rate[P])``, the picked states then outputs at 0, every, 2 every, ..."""
-    minutes = values.shape[1]
-    s_idx, o_idx = jnp.asarray(states, dtype=int), jnp.asarray(outputs, dtype=int)
+PAD_PIECES = 64  # each patient's input pieces are padded to a multiple of this (few distinct compiles)
 
-    def one(th, v, r):
+
+class _MinuteInputs(eqx.Module):
+    """One patient's piecewise-constant inputs, read as the mean over each minute (as
+    `physiotwin.inputs.minute_means`, which calibration and forecasts use): the running
+    integral of each signal at the breakpoints, differenced over the minute. Computed in
+    the loop, minute by minute, so a chunk never holds a [patient, minute, signal] array."""
+
+    times: jax.Array  # [K] piece starts; padding at the end time (zero length)
+    values: jax.Array  # [K, S] with NaN (unset levels) as 0
+    unset: jax.Array  # [K, S] the level is not yet set over the piece
+    cum: jax.Array  # [K, S] integral from 0 to times[k]
+
+    @classmethod
+    def build(cls, times, values, end):
+        lengths = jnp.clip(jnp.concatenate([times[1:], end[None]]), None, end) - times
+        vz = jnp.nan_to_num(values)
+        cum = jnp.concatenate([jnp.zeros_like(vz[:1]), jnp.cumsum(lengths[:, None] * vz, axis=0)[:-1]])
+        return cls(times, vz, jnp.isnan(values), cum)
+
+    def _piece(self, t):
+        return jnp.clip(jnp.searchsorted(self.times, t, side="right") - 1, 0, self.times.shape[0] - 1)
+
+    def _integral(self, t):
+        k = self._piece(t)
+        return self.cum[k] + (t - self.times[k]) * self.values[k]
+
+    def minute(self, m):
+        mean = self._integral(m + 1.0) - self._integral(m)
+        return jnp.where(self.unset[self._piece(m + 0.5)], jnp.nan, mean)
+
+
+def _resets(model: Model, u, prev):
+    """Organs whose reset-triggering signal changed between the previous minute and this one."""
+    u, prev = jnp.nan_to_num(u), jnp.nan_to_num(prev)
+    return jnp.asarray([bool(cols) and jnp.any(u[jnp.asarray(cols)] != prev[jnp.asarray(cols)])
+                        if cols else False for cols in model.reset_columns])
+
+
+@eqx.filter_jit
+def _solve_chunk(model, steps: FixedSteps, theta, times, values, rest, minutes: int, every: int, states: tuple,
+                 outputs: tuple):
+    """Every patient of a chunk from its start, in fixed minute steps: ``(saved[P, T, V],
+    status[P], worst[P], rate[P])``, the picked states then outputs at 0, every, 2 every, ...
+    ``times[P, K]``, ``values[P, K, S]``: each patient's input pieces (`compile_signals`)."""
+    s_idx, o_idx = jnp.asarray(states, dtype=int), jnp.asarray(outputs, dtype=int)
+    end = jnp.asarray(float(minutes), theta.dtype)
+
+    def one(th, tk, vk):
         fld = ModelField(model, th)
-        y0 = model.initial_state(th, v[0])
+        inp = _MinuteInputs.build(tk, vk, end)
+        u0 = inp.minute(jnp.zeros((), th.dtype))
+        y0 = model.initial_state(th, u0)
         ok, worst, rate = jnp.array(True), jnp.array(0), jnp.array(0.0)
         if rest is not None:
             s = settle(model, th, rest, y0)
@@ -152,33 +196,52 @@ def _solve_chunk(model, steps: FixedSteps, theta, values, resets, rest, every: i
             parts = ([y[s_idx]] if states else []) + ([fld.outputs(t, y, u)[o_idx]] if outputs else [])
             return jnp.concatenate(parts)
 
-        def interval(y, k):
-            def minute(j, yy):
-                m = k * every + j
-                t = m.astype(yy.dtype)
-                return steps.step(fld, t, fld.reset(t, yy, v[m], r[m]), v[m])
+        def interval(carry, k):
+            def minute(j, c):
+                y, prev = c
+                t = (k * every + j).astype(y.dtype)
+                u = inp.minute(t)
+                y = fld.reset(t, y, u, _resets(model, u, prev)) if any(model.reset_columns) else y
+                return steps.step(fld, t, y, u), u
 
-            y = jax.lax.fori_loop(0, every, minute, y)
-            end = (k + 1) * every
-            return y, pick(end.astype(y.dtype), y, v[jnp.minimum(end, minutes - 1)])
+            y, prev = jax.lax.fori_loop(0, every, minute, carry)
+            t_end = ((k + 1) * every).astype(y.dtype)
+            u_end = inp.minute(jnp.minimum(t_end, end - 1.0))
+            return (y, prev), pick(t_end, y, u_end)
 
-        _, saved = jax.lax.scan(interval, y0, jnp.arange(minutes // every))
-        saved = jnp.concatenate([pick(jnp.zeros((), y0.dtype), y0, v[0])[None], saved])
+        _, saved = jax.lax.scan(interval, (y0, u0), jnp.arange(minutes // every))
+        saved = jnp.concatenate([pick(jnp.zeros((), y0.dtype), y0, u0)[None], saved])
         finite = jnp.all(jnp.isfinite(saved))
         return saved, jnp.where(ok, jnp.where(finite, 0, 3), NO_STEADY_STATE), worst, rate
 
-    return jax.vmap(one)(theta, values, resets)
+    return jax.vmap(one)(theta, times, values)
 
 
-def _stack_inputs(model: Model, timelines: Sequence[Timeline], which: np.ndarray, minutes: int):
-    """``values[P, minute, signal]``, ``resets[P, minute, organ]`` of the chunk's patients."""
-    cache = {}
-    for k in np.unique(which):
-        inp = minute_inputs(model, timelines[k], minutes)
-        cache[int(k)] = (np.asarray(inp.values), np.asarray(inp.resets))
-    values = np.stack([cache[int(k)][0] for k in which])
-    resets = np.stack([cache[int(k)][1] for k in which])
-    return values, resets
+class _Pieces:
+    """Each distinct timeline's input pieces (`compile_signals`), compiled once and kept:
+    ``[K, S]`` per timeline, a few kB."""
+
+    def __init__(self, model: Model, timelines: Sequence[Timeline], minutes: int):
+        self.model, self.timelines, self.minutes = model, timelines, minutes
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, k: int):
+        if k not in self.cache:
+            self.cache[k] = compile_signals(self.timelines[k], self.model.signal_names, float(self.minutes))
+        return self.cache[k]
+
+    def stack(self, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``times[P, K]``, ``values[P, K, S]`` for the patients' timelines ``which``, padded to a
+        multiple of PAD_PIECES pieces (zero-length pieces at the end time)."""
+        pieces = [self.get(int(k)) for k in which]
+        size = PAD_PIECES * max(1, math.ceil(max(len(t) for t, _ in pieces) / PAD_PIECES))
+        n_sig = len(self.model.signal_names)
+        times = np.full((len(which), size), float(self.minutes))
+        values = np.zeros((len(which), size, n_sig))
+        for i, (t, v) in enumerate(pieces):
+            times[i, :len(t)] = t
+            values[i, :len(t)] = v
+        return times, values
 
 
 @dataclass
@@ -226,6 +289,7 @@ class CohortRun:
         self.chunk = max(n_dev, int(math.ceil(min(self.chunk, len(self.cohort)) / n_dev)) * n_dev)
         base = minute_steps(self.model)
         self.steps = FixedSteps(base.substeps, base.solver, base.piece, unroll=True)
+        self.pieces = _Pieces(self.model, self.cohort.timelines, self.minutes)
 
     def _pick(self, wanted) -> tuple[str, ...]:
         model = self.model
@@ -255,18 +319,24 @@ class CohortRun:
         a, b = self.bounds(k)
         rows = np.arange(a, a + self.chunk)
         rows = np.minimum(rows, b - 1)  # the last chunk repeats its last patient (one compile)
-        values, resets = _stack_inputs(self.model, self.cohort.timelines, self.cohort.which[rows], self.minutes)
+        times, values = self.pieces.stack(self.cohort.which[rows])
         theta = self.cohort.theta[rows]
         # (sorted: the same variables asked in another order share the compiled program)
         states = tuple(sorted(self.model.state_names.index(n) for n in self.names if n in self.model.state_names))
         outs = tuple(sorted(self.model.output_names.index(n) for n in self.names if n in self.model.output_names))
         parts = np.array_split(np.arange(self.chunk), len(self.devices))
-        pending = []
-        for dev, idx in zip(self.devices, parts):  # asynchronous: every device at once
-            args = [jax.device_put(jnp.asarray(x[idx]), dev) for x in (theta, values, resets)]
+
+        def on(dev, idx):
+            args = [jax.device_put(x[idx], dev) for x in (theta, times, values)]
             rest = None if self.rest is None else jax.device_put(self.rest, dev)
-            pending.append(_solve_chunk(self.model, self.steps, *args, rest, self.every, states, outs))
-        saved, status, worst, rate = (np.concatenate([np.asarray(p[i]) for p in pending]) for i in range(4))
+            return [np.asarray(a) for a in _solve_chunk(self.model, self.steps, *args, rest, self.minutes, self.every,
+                                                        states, outs)]
+
+        # one thread per device: a CPU device runs its program in the calling thread (JAX lets go
+        # of the GIL meanwhile), so the devices work at once only when called from threads
+        with ThreadPoolExecutor(len(self.devices)) as pool:
+            done = list(pool.map(on, self.devices, parts))
+        saved, status, worst, rate = (np.concatenate([d[i] for d in done]) for i in range(4))
         order = [n for n in self.model.state_names if n in self.names] + \
                 [n for n in self.model.output_names if n in self.names]
         saved = saved[:, :, [order.index(n) for n in self.names]]

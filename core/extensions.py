@@ -41,6 +41,9 @@ class PatientTable:
     package: str
     resource: str
     description: str = ""
+    #: the composition the table's patients are made for (``physiotwin population`` draws
+    #: for it by default)
+    organs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -400,7 +400,7 @@ def register_organs(register):
 @hookimpl
 def register_patient_tables(register):
     register(PatientTable("uva_padova", "physiotwin.organs", "data/uva_padova_patients.csv",
-                          "the 30 UVA/Padova virtual patients as distributed in simglucose 0.2.11"))
+                          "the 30 UVA/Padova virtual patients as distributed in simglucose 0.2.11", ("glucose",)))
 
 
 @hookimpl

@@ -99,4 +99,4 @@ def register_organs(register):
 @hookimpl
 def register_patient_tables(register):
     register(PatientTable("dalla_man_2007_normal", "physiotwin.organs", "data/dalla_man_2007_normal.csv",
-                          "the normal subject of Dalla Man et al. 2007 (Table 1)"))
+                          "the normal subject of Dalla Man et al. 2007 (Table 1)", ("glucose", "pancreas")))
