@@ -24,7 +24,6 @@ per chunk, bounded memory; `collect`: one in-memory Dataset for NetCDF).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -217,6 +216,17 @@ def _solve_chunk(model, steps: FixedSteps, theta, times, values, rest, minutes: 
     return jax.vmap(one)(theta, times, values)
 
 
+@eqx.filter_jit
+def _solve_sharded(mesh, model, steps, theta, times, values, rest, minutes, every, states, outputs):
+    """`_solve_chunk` with the patients split evenly over the devices of ``mesh`` (one program,
+    compiled once for all of them)."""
+    solve = lambda th, tk, vk: _solve_chunk(model, steps, th, tk, vk, rest, minutes, every, states, outputs)  # noqa: E731
+    if mesh is None:
+        return solve(theta, times, values)
+    spec = jax.sharding.PartitionSpec("patient")
+    return jax.shard_map(solve, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(theta, times, values)
+
+
 class _Pieces:
     """Each distinct timeline's input pieces (`compile_signals`), compiled once and kept:
     ``[K, S]`` per timeline, a few kB."""
@@ -290,6 +300,7 @@ class CohortRun:
         base = minute_steps(self.model)
         self.steps = FixedSteps(base.substeps, base.solver, base.piece, unroll=True)
         self.pieces = _Pieces(self.model, self.cohort.timelines, self.minutes)
+        self.mesh = jax.sharding.Mesh(np.array(list(self.devices)), ("patient",)) if n_dev > 1 else None
 
     def _pick(self, wanted) -> tuple[str, ...]:
         model = self.model
@@ -324,19 +335,9 @@ class CohortRun:
         # (sorted: the same variables asked in another order share the compiled program)
         states = tuple(sorted(self.model.state_names.index(n) for n in self.names if n in self.model.state_names))
         outs = tuple(sorted(self.model.output_names.index(n) for n in self.names if n in self.model.output_names))
-        parts = np.array_split(np.arange(self.chunk), len(self.devices))
-
-        def on(dev, idx):
-            args = [jax.device_put(x[idx], dev) for x in (theta, times, values)]
-            rest = None if self.rest is None else jax.device_put(self.rest, dev)
-            return [np.asarray(a) for a in _solve_chunk(self.model, self.steps, *args, rest, self.minutes, self.every,
-                                                        states, outs)]
-
-        # one thread per device: a CPU device runs its program in the calling thread (JAX lets go
-        # of the GIL meanwhile), so the devices work at once only when called from threads
-        with ThreadPoolExecutor(len(self.devices)) as pool:
-            done = list(pool.map(on, self.devices, parts))
-        saved, status, worst, rate = (np.concatenate([d[i] for d in done]) for i in range(4))
+        args = (self.model, self.steps, jnp.asarray(theta), jnp.asarray(times), jnp.asarray(values), self.rest,
+                self.minutes, self.every, states, outs)
+        saved, status, worst, rate = (np.asarray(a) for a in _solve_sharded(self.mesh, *args))
         order = [n for n in self.model.state_names if n in self.names] + \
                 [n for n in self.model.output_names if n in self.names]
         saved = saved[:, :, [order.index(n) for n in self.names]]

@@ -257,8 +257,7 @@ class Simulator(eqx.Module):
         patients are flagged. Implicit solvers always use per-patient steps."""
         args = (self.model, self.stepping, theta, self.inputs, self.times, self.rest)
         implicit = self.stepping.implicit
-        # (the steady start's linear solves stall under shard_map on CPU devices: one device then)
-        mesh = _patient_mesh(theta.shape[0]) if self.rest is None else None
+        mesh = _patient_mesh(theta.shape[0])
         result = _solve_batch(*args, mesh=mesh, per_patient=implicit)
         status = result[2]
         if (not implicit and theta.shape[0] > 1 and not isinstance(status, jax.core.Tracer)

@@ -69,6 +69,31 @@ def _size(fy, y, scale):
 SCHEDULES = ((2.0, math.inf), (1.5, math.inf), (2.0, 100.0))
 
 
+def solve(a: Float[Array, "n n"], b: Float[Array, " n"]) -> Float[Array, " n"]:
+    """``a^-1 b`` by Gaussian elimination with partial pivoting, in plain JAX operations.
+
+    Not `jnp.linalg.solve`: on CPU that is a LAPACK call, and two CPU devices running LAPACK
+    calls at once (the patients of a cohort split over the cores) stall each other for good;
+    these matrices are small (one row per state), so the loop costs about the same."""
+    n = a.shape[0]
+    rows = jnp.arange(n)
+
+    def eliminate(k, ab):
+        p = jnp.argmax(jnp.where(rows >= k, jnp.abs(ab[:, k]), -1.0))
+        ab = ab.at[k].set(ab[p]).at[p].set(ab[k])
+        factor = jnp.where(rows > k, ab[:, k] / ab[k, k], 0.0)
+        return ab - factor[:, None] * ab[k][None, :]
+
+    ab = jax.lax.fori_loop(0, n, eliminate, jnp.concatenate([a, b[:, None]], axis=1))
+    u, c = ab[:, :n], ab[:, n]
+
+    def substitute(i, x):
+        k = n - 1 - i
+        return x.at[k].set((c[k] - u[k] @ x) / u[k, k])
+
+    return jax.lax.fori_loop(0, n, substitute, jnp.zeros_like(c))
+
+
 def _rest_rate(f, y):
     return jnp.max(jnp.abs(f(y)) * 1440.0 / (jnp.abs(y) + 1.0))
 
@@ -91,7 +116,7 @@ def _continuation(f, y0, scale, nonneg, steps: int):
         done = done | (first & (_rest_rate(f, y) < TOL))
         y, dt, size = (jnp.where(first & ~done, y0, y), jnp.where(first & ~done, DT0, dt),
                        jnp.where(first & ~done, size0, size))
-        cand = y + jnp.linalg.solve(eye / dt - jax.jacfwd(f)(y) + _SHIFT * eye, f(y))
+        cand = y + solve(eye / dt - jax.jacfwd(f)(y) + _SHIFT * eye, f(y))
         cand = jnp.where(nonneg & (cand < 0.0), jnp.where(y > 0.0, 0.5 * y, 0.0), cand)  # halve towards a bound
         size_c = _size(f(cand), cand, scale)
         ok = jnp.all(jnp.isfinite(cand)) & jnp.isfinite(size_c) & (size_c < blow[phase] * size) & ~done
@@ -119,7 +144,7 @@ def settle(model: Model, theta: Float[Array, " param"], rest_signals: Float[Arra
     # implicit function theorem through one Newton step: the value stays `root` (f = 0
     # there) and the derivative is -J^-1 df/dtheta (bookkeeping states: zero rows, shifted)
     jac = jax.lax.stop_gradient(jax.jacfwd(lambda y: field(y, fixed))(root))
-    step = jnp.linalg.solve(jac - _SHIFT * jnp.eye(jac.shape[0], dtype=jac.dtype), field(root, args))
+    step = solve(jac - _SHIFT * jnp.eye(jac.shape[0], dtype=jac.dtype), field(root, args))
     step = jnp.where(jnp.isfinite(step), step, 0.0)  # (a singular Jacobian: no derivative, never a NaN)
     y = root - (step - jax.lax.stop_gradient(step))  # value exactly `root`
     rate = jnp.abs(field(root, fixed)) * 1440.0 / (jnp.abs(root) + 1.0)
