@@ -141,15 +141,16 @@ def patients(as_csv: bool) -> None:
 LIST_LIMIT = 20  # cohorts larger than this get a distribution over patients, not one line each
 
 
-def _summary_rows(ds):
-    """``(variable, unit, columns, {column: values per patient})`` per measurable variable, as the
-    instrument would report it (clipped to its range); failed patients are NaN."""
+def _summary_rows(ds) -> dict:
+    """``{variable: (unit, {column: values per patient})}`` for the measurable variables, as the
+    instrument would report them (clipped to its range); failed patients are NaN."""
     import numpy as np
 
     from .cohort_io import measurable, reported
     from .registry import series_metrics
 
     status = np.atleast_1d(ds["solver_status"].values)
+    out = {}
     for var, cls in measurable(ds.data_vars):
         values = np.atleast_2d(ds[var].values)
         metrics = [(m, key) for m in series_metrics(cls.kind) for key in m.headline]
@@ -162,19 +163,31 @@ def _summary_rows(ds):
             cols["max"].append(row.max() if ok else np.nan)
             for m, key in metrics:
                 cols[key].append(m.summarise(shown, len(shown))[key] if ok else np.nan)
-        yield var, ds[var].attrs.get("units", ""), {k: np.asarray(v, float) for k, v in cols.items()}
+        out[var] = (ds[var].attrs.get("units", ""), {k: np.asarray(v, float) for k, v in cols.items()})
+    return out
 
 
-def _summary(ds) -> None:
+def _merge_rows(parts: list[dict]) -> dict:
+    """`_summary_rows` of consecutive chunks of patients, as one."""
+    import numpy as np
+
+    if not parts:
+        return {}
+    return {var: (unit, {k: np.concatenate([p[var][1][k] for p in parts]) for k in cols})
+            for var, (unit, cols) in parts[0].items()}
+
+
+def _summary(ds, rows: dict | None = None) -> None:
     """Per measurable variable: mean, min, max and the kind's headline metrics, one line per
-    patient, or for a large cohort their distribution over patients (median and 5-95 %)."""
+    patient, or for a large cohort their distribution over patients (median and 5-95 %).
+    ``rows``: the `_summary_rows` already computed (chunk by chunk), else from ``ds``."""
     import numpy as np
 
     from .simulate import STATUS_MEANINGS
 
     names = list(np.atleast_1d(ds["patient"].values))
     status = np.atleast_1d(ds["solver_status"].values)
-    for var, unit, cols in _summary_rows(ds):
+    for var, (unit, cols) in (_summary_rows(ds) if rows is None else rows).items():
         click.echo(f"{var} [{unit}]")
         if len(names) > LIST_LIMIT:
             ok = status == 0

@@ -38,6 +38,7 @@ _SHIFT = 1e-12  # diagonal shift of the Jacobian (zero rows of bookkeeping state
 DT0 = 0.1  # min, first pseudo-time step
 DT_MAX = 1e12  # min: beyond this the step is Newton's
 TOL = 1e-6  # at rest every state moves by less than TOL of its size per day
+STOP = 1e-3 * TOL  # the continuation stops there (Newton converges fast: a step or two past TOL)
 
 
 class _ConstantInputs(eqx.Module):
@@ -113,7 +114,7 @@ def _continuation(f, y0, scale, nonneg, steps: int):
     def step(i, carry):
         y, dt, size, done = carry
         phase, first = i // steps, (i % steps == 0) & (i > 0)
-        done = done | (first & (_rest_rate(f, y) < TOL))
+        done = done | (first & (_rest_rate(f, y) < TOL)) | (_rest_rate(f, y) < STOP)
         y, dt, size = (jnp.where(first & ~done, y0, y), jnp.where(first & ~done, DT0, dt),
                        jnp.where(first & ~done, size0, size))
         cand = y + solve(eye / dt - jax.jacfwd(f)(y) + _SHIFT * eye, f(y))
@@ -123,8 +124,14 @@ def _continuation(f, y0, scale, nonneg, steps: int):
         return (jnp.where(ok, cand, y), jnp.clip(jnp.where(ok, growth[phase] * dt, 0.25 * dt), 1e-4 * DT0, DT_MAX),
                 jnp.where(ok, size_c, size), done)
 
-    y, _, _, _ = jax.lax.fori_loop(0, steps * len(SCHEDULES), step,
-                                   (y0, jnp.asarray(DT0, y0.dtype), size0, jnp.asarray(False)))
+    # a while loop: it ends once every patient of a batch is at rest (under vmap it runs until the
+    # last one is), usually within the first schedule, instead of always running all of them
+    def go(c):
+        i, (_, _, _, done) = c
+        return (i < steps * len(SCHEDULES)) & ~done
+
+    _, (y, _, _, _) = jax.lax.while_loop(go, lambda c: (c[0] + 1, step(c[0], c[1])),
+                                         (0, (y0, jnp.asarray(DT0, y0.dtype), size0, jnp.asarray(False))))
     return y
 
 
