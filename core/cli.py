@@ -253,11 +253,14 @@ def _progress(total: int, unit: str = "patient"):
     return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
 
 
-def _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summary, chunk) -> None:
-    """The chunked cohort path: per-patient timelines, fixed minute steps, NetCDF or Zarr."""
+def _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summary, chunk, controller=None) -> None:
+    """The chunked cohort path: per-patient timelines, fixed minute steps, NetCDF or Zarr. The
+    console summary is computed chunk by chunk (a Zarr run never holds the whole cohort)."""
     import time
 
-    from .cohort import CohortRun, collect, read_cohort
+    import xarray as xr
+
+    from .cohort import CohortRun, read_cohort
     from .cohort_io import ZarrWriter, fingerprint, measurable, summary_dataset
     from .composer import compose
     from .io import check_writable, write_netcdf
@@ -269,43 +272,58 @@ def _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summar
     cohort = read_cohort(model, patients, timeline)
     if summary and not outputs:
         outputs = [v for v, _ in measurable(list(model.state_names) + list(model.output_names))] or None
-    run = CohortRun(model, cohort, minutes, every, outputs=outputs, chunk=chunk)
+    run = CohortRun(model, cohort, minutes, every, outputs=outputs, chunk=chunk, controller=controller)
     shape = summary_dataset if summary else (lambda d: d)
     t0 = time.perf_counter()
+    rows, parts = [], []
+    bar = _progress(len(cohort))
+
+    def keep(ds):  # what the console summary needs of a chunk
+        rows.append({} if summary else _summary_rows(ds))
+        bar.update(ds.sizes["patient"])
+
     if zarr:
         spec = {"organs": list(organs), "patients": fingerprint(list(cohort.names)),
                 "theta": fingerprint(cohort.theta.tobytes().hex()), "which": fingerprint(cohort.which.tolist()),
                 "timelines": fingerprint([t.to_frame().to_json() for t in cohort.timelines]),
-                "minutes": minutes, "every": every, "outputs": run.names, "summary": summary, "chunk": run.chunk}
+                "minutes": minutes, "every": every, "outputs": run.names, "summary": summary, "chunk": run.chunk,
+                "controller": controller}
         resuming = Path(str(out).rstrip("/") + ".part").exists()
-        first = None if resuming else shape(run.dataset(0, run.solve(0)))
+        first = raw = None
+        if not resuming:
+            raw = run.dataset(0, run.solve(0))
+            first = shape(raw)
         writer = ZarrWriter(out, first, cohort.names, run.chunk, spec)
         done = writer.done()
-        bar = _progress(len(cohort))
-        bar.update(sum(run.bounds(k)[1] - run.bounds(k)[0] for k in done))
         if first is not None and 0 not in done:
             writer.write(0, first)
-            bar.update(first.sizes["patient"])
+            keep(raw)
             done = writer.done()
+        for k in sorted(done - ({0} if first is not None else set())):  # written before an interruption
+            a, b = run.bounds(k)
+            bar.update(b - a)
         for k, ds in run.chunks([k for k in range(run.n_chunks) if k not in done]):
             writer.write(k, shape(ds))
-            bar.update(ds.sizes["patient"])
-        bar.close()
+            keep(ds)
         writer.finish(run.n_chunks)
-        import xarray as xr
-
-        result = xr.open_zarr(out)
+        flags = xr.open_zarr(out)[["solver_status", "solver_message"]].load()
     else:
-        bar = _progress(len(cohort))
-        result = shape(collect(run, bar.update))
-        bar.close()
+        for k, ds in run.chunks():
+            parts.append(shape(ds))
+            keep(ds)
+        result = xr.concat(parts, dim="patient", data_vars="minimal", coords="minimal", compat="override") \
+            if len(parts) > 1 else parts[0]
         write_netcdf(result, out)
+        flags = result[["solver_status", "solver_message"]]
+    bar.close()
     seconds = time.perf_counter() - t0
     click.echo(f"wrote {out}  ({len(cohort)} patients x {minutes / 1440:g} day(s), {len(cohort.timelines)} "
                f"timeline(s), {run.n_chunks} chunk(s) of {run.chunk}, {seconds:.1f} s; organs: {', '.join(organs)})")
-    if not summary:
-        _summary(result)
-    _report_failures(result)
+    if not summary and len(rows) == run.n_chunks:
+        _summary(flags, _merge_rows(rows))
+    elif not summary:
+        click.echo("(a resumed run: the console summary is left out; the store holds every patient)")
+    _report_failures(flags)
 
 
 def _outputs_option(value):
@@ -360,12 +378,12 @@ def simulate(organs, patient_names, patients_csv, timeline, hours, days, every, 
     if solver == "auto":
         solver = "fixed" if _wants_cohort(patients, out, outputs, summary, chunk) else "adaptive"
     if solver == "fixed" or outputs or summary:
-        if controller or plot:
-            _fail("--controller and --plot run with the adaptive solver only (one timeline, NetCDF output, every "
-                  "variable): leave out --outputs/--summary/--solver fixed and the 'timeline' column")
+        if plot:
+            _fail("--plot runs with the adaptive solver only (one timeline, NetCDF output, every variable): leave "
+                  "out --outputs/--summary/--solver fixed and the 'timeline' column")
         if solver == "adaptive":
             _fail("--outputs and --summary need --solver fixed (or auto)")
-        _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summary, chunk)
+        _run_cohort(organs, patients, timeline, minutes, every, out, outputs, summary, chunk, controller)
         return
     if str(out).rstrip("/").endswith(".zarr"):
         _fail("Zarr output needs --solver fixed (or auto)")
@@ -606,6 +624,45 @@ def _read_record(path: str):
     from .timeline import read_timeline
 
     return read_timeline(path)
+
+
+@main.command("calibrate-many")
+@click.argument("records", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder of twins: one sub-folder per record (its file name), and calibrations.csv.")
+@click.option("--organ", "organs", multiple=True, help="Organ of the mechanistic core (repeat; default: per record, "
+                                                         "the organs its observation kinds call for).")
+@click.option("--hybrid/--no-hybrid", default=True, show_default=True, help="Add residual networks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--starts", type=int, default=2, show_default=True, help="Multistart runs.")
+@click.option("--steps", type=int, default=None, help="Iteration budget of the mechanistic stage.")
+@click.option("--hybrid-steps", type=int, default=None, help="Iteration budget of the network stage.")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes of a local Dask cluster (default: one per core; 0: in this process).")
+@click.option("--scheduler", help="Address of a running Dask scheduler instead of a local cluster.")
+def calibrate_many(records, out, organs, hybrid, seed, starts, steps, hybrid_steps, workers, scheduler) -> None:
+    """Calibrate a twin of every RECORD (files, or folders of CSV records) on Dask. A rerun
+    keeps the twins already written; a record that fails is reported and does not stop the
+    others (exit status 3)."""
+    from .calibration.batch import TABLE, calibrate_many as run, record_files
+
+    if workers is not None and workers < 0:
+        _fail(f"--workers must be >= 0, got {workers}")
+    files = record_files(records)
+    options = {"seed": seed, "starts": starts}
+    options.update({k: v for k, v in (("steps", steps), ("hybrid_steps", hybrid_steps)) if v is not None})
+    bar = _progress(len(files), unit="record")
+    table = run(files, out, organs, hybrid=hybrid, workers=workers, scheduler=scheduler,
+                progress=lambda row: bar.update(1), **options)
+    bar.close()
+    counts = table["status"].value_counts().to_dict()
+    click.echo(f"wrote {Path(out) / TABLE}  ({len(table)} records: "
+               + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")
+    bad = table[table["status"] == "failed"]
+    for _, row in bad.iterrows():
+        click.echo(f"  {Path(row['record']).name}: {row['message']}", err=True)
+    if len(bad):
+        sys.exit(EXIT_PARTIAL)
 
 
 @main.command("calibrate-population")

@@ -22,6 +22,7 @@ name = "usual care"
 name = "bolus +20 %"
 scale = { bolus = 1.2 }                     # multiply the values of these timeline kinds
 # timeline = "other.csv"                    # or: every patient follows this timeline instead
+# controller = "basal_bolus"                # and/or a closed-loop controller (`physiotwin extensions`)
 ```
 
 Each task is one arm x one chunk of patients: it solves the chunk (`physiotwin.cohort`)
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +61,7 @@ class Arm:
     name: str
     scale: tuple[tuple[str, float], ...] = ()
     timeline: str | None = None
+    controller: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,15 +123,15 @@ def read_spec(path: str | Path) -> TrialSpec:
         where = f"{name} arms[{i}]"
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise TrialError(f"{where}: every [[arms]] needs a 'name'")
-        extra = sorted(set(a) - {"name", "scale", "timeline"})
+        extra = sorted(set(a) - {"name", "scale", "timeline", "controller"})
         if extra:
-            raise TrialError(f"{where}: unknown key {extra[0]!r} (keys: name, scale, timeline)")
+            raise TrialError(f"{where}: unknown key {extra[0]!r} (keys: name, scale, timeline, controller)")
         scale = _get(a, "scale", dict, where) or {}
         bad = [k for k, v in scale.items() if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0]
         if bad:
             raise TrialError(f"{where}: scale of {bad[0]!r} must be a number >= 0")
         arms.append(Arm(a["name"], tuple(sorted((k, float(v)) for k, v in scale.items())),
-                        rel(_get(a, "timeline", str, where))))
+                        rel(_get(a, "timeline", str, where)), _get(a, "controller", str, where)))
     if not arms:
         raise TrialError(f"{name}: no [[arms]]")
     if len({a.name for a in arms}) != len(arms):
@@ -188,7 +189,7 @@ def _runs(spec: TrialSpec):
             cohort = Cohort(base.names, base.theta, tuple(scaled(t, arm.scale) for t in base.timelines), base.which,
                             base.source)
         runs.append(CohortRun(model, cohort, spec.minutes, spec.every, outputs=list(outputs) or None,
-                              chunk=spec.chunk, devices=_devices()))
+                              chunk=spec.chunk, devices=_devices(), controller=arm.controller))
     return runs
 
 
@@ -263,13 +264,10 @@ def run_trial(spec: TrialSpec, out: str | Path, *, workers: int | None = None, s
     size = lambda t: run.bounds(t[1])[1] - run.bounds(t[1])[0]  # noqa: E731
     if total is not None:
         total(sum(size(t) for t in tasks), sum(size(t) for t in tasks if t in done))
-    if workers == 0:
-        for a, k in todo:
-            n = run_task(spec, str(out), a, k)
-            if progress is not None:
-                progress(n)
-    else:
-        _on_dask(spec, str(out), todo, workers, scheduler, progress)
+    from .scaleout import run_tasks
+
+    run_tasks(run_task, [(spec, str(out), a, k) for a, k in todo], workers=workers, scheduler=scheduler,
+              done=(lambda t, n: progress(n)) if progress is not None else None, name="trial")
     writer.finish(set(tasks))
     return xr.open_zarr(out)
 
@@ -285,31 +283,9 @@ def chunk_template(spec: TrialSpec) -> xr.Dataset:
 
 
 def _describe_arm(arm: Arm) -> str:
-    if arm.timeline:
-        return f"timeline {Path(arm.timeline).name}"
-    return ", ".join(f"{k} x{v:g}" for k, v in arm.scale) or "as the cohort's timelines"
-
-
-def _on_dask(spec, store, todo, workers, scheduler, progress) -> None:
-    from distributed import Client, LocalCluster, as_completed
-
-    if scheduler is not None:
-        client = Client(scheduler)
-        cluster = None
-    else:
-        n = workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    try:
-        futures = [client.submit(run_task, spec, store, a, k, key=f"trial-{a}-{k}", pure=False) for a, k in todo]
-        for fut in as_completed(futures):
-            n = fut.result()  # re-raises a task's error here
-            if progress is not None:
-                progress(n)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    what = [f"timeline {Path(arm.timeline).name}"] if arm.timeline else [f"{k} x{v:g}" for k, v in arm.scale]
+    what += [f"controller {arm.controller}"] if arm.controller else []
+    return ", ".join(what) or "as the cohort's timelines"
 
 
 # ------------------------------------------------------------------ the comparison

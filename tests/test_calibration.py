@@ -287,3 +287,32 @@ def test_calibration_options_are_checked():
     model = pt.compose(["glucose"])
     with pytest.raises(CalibrationError, match="no such parameter"):
         population_space(model, ["glucose.nope"])
+
+
+def test_calibrate_many_resumes_and_reports_failures_per_record(record_parts, twin_dir, tmp_path):
+    """`calibrate-many` with the session twin's settings (in this process: the compiled programs
+    are shared): a good record gives the same twin as `calibrate`, a broken one is reported in the
+    table without stopping the others, and a rerun keeps the twins already written."""
+    import shutil
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from physiotwin.cli import main
+
+    recs = tmp_path / "records"
+    recs.mkdir()
+    shutil.copy(record_parts[0], recs / "patient_a.csv")
+    (recs / "patient_b.csv").write_text("time,kind,value,unit\n0,carbs,40,g\n")  # no readings to fit
+    args = ["calibrate-many", str(recs), "--out", str(tmp_path / "twins"), "--steps", "25", "--hybrid-steps", "20",
+            "--seed", "0", "--workers", "0"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 3, res.output
+    assert "patient_b.csv: " in res.output and "no readings" in res.output
+    table = pd.read_csv(tmp_path / "twins" / "calibrations.csv")
+    assert list(table["status"]) == ["ok", "failed"]
+    mine, ref = pt.Twin.load(tmp_path / "twins" / "patient_a"), pt.Twin.load(twin_dir)
+    np.testing.assert_allclose(mine.theta(), ref.theta(), rtol=1e-9)
+    res = CliRunner().invoke(main, args)
+    table = pd.read_csv(tmp_path / "twins" / "calibrations.csv")
+    assert list(table["status"]) == ["done before", "failed"] and res.exit_code == 3

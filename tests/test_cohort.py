@@ -257,3 +257,19 @@ def test_trial_spec_errors(cohort_dir):
     res = runner.invoke(main, ["trial", str(cohort_dir / "bad2.toml"), "--out", str(cohort_dir / "b.zarr")])
     assert res.exit_code == 1 and "arm 'bolus +30 %' scales unknown timeline kind 'bolsu'" in res.output
     assert not (cohort_dir / "b.zarr").exists() and not (cohort_dir / "b.zarr.part").exists()
+
+
+def test_cohort_under_a_controller_matches_simulate(cohort_dir):
+    """`--controller` on the cohort path: each patient's controller bound to its parameters and
+    timeline, the same trajectories as `simulate(..., controller=)`."""
+    res = CliRunner().invoke(main, ["simulate", "--organ", "glucose", "--patient", "adult#001", "--patient",
+                                    "child#002", "--timeline", str(cohort_dir / "tl" / "early.csv"), "--hours",
+                                    str(HOURS), "--solver", "fixed", "--chunk", "2", "--controller", "basal_bolus",
+                                    "--outputs", "glucose.plasma_glucose", "--out", str(cohort_dir / "bb.nc")])
+    assert res.exit_code == 0, res.output
+    ours = xr.load_dataset(cohort_dir / "bb.nc")
+    assert ours.attrs["controller"] == "basal_bolus"
+    ref = pt.simulate(["glucose"], ["adult#001", "child#002"], cohort_dir / "tl" / "early.csv", hours=HOURS,
+                      controller="basal_bolus")
+    np.testing.assert_allclose(ours["glucose.plasma_glucose"].values, ref["glucose.plasma_glucose"].values,
+                               rtol=1e-9)
