@@ -5,8 +5,8 @@ naming each patient's file, relative to the table), or one shared timeline. It i
 solved by `CohortRun`, which is built for any number of patients:
 
 - **one compiled program** for the whole cohort: patients go through in chunks of a
-  fixed size (the last chunk padded), each patient's inputs stacked per minute
-  (`physiotwin.inputs.minute_inputs`), so timelines of any shape share the compile;
+  fixed size (the last chunk padded), each patient's input pieces (`compile_signals`)
+  padded to a multiple of `PAD_PIECES`, so timelines of any shape share the compile;
 - **fixed minute steps** (`physiotwin.integrate.minute_steps`, the scheme of calibration,
   forecasts and closed loops, with its stages written out), each patient's inputs taken
   as their mean over each minute: patients with different timelines cannot share the
@@ -18,8 +18,10 @@ solved by `CohortRun`, which is built for any number of patients:
 - the patients of a chunk are split over the local devices (one per CPU core in the CLI) by
   one program (``shard_map``), the steady start included.
 
-Writers take the chunks one at a time (`ZarrWriter`: a chunked Zarr store, one region
-per chunk, bounded memory; `collect`: one in-memory Dataset for NetCDF).
+Writers take the chunks one at a time (`physiotwin.cohort_io.ZarrWriter`: a chunked Zarr
+store, one region per chunk, bounded memory; `collect`: one in-memory Dataset for NetCDF).
+With a ``controller``, every patient runs under it (`physiotwin.control.closed_loop`), its
+inputs then as minute arrays.
 """
 
 from __future__ import annotations

@@ -249,6 +249,7 @@ def test_trial_killed_and_restarted_gives_the_same_numbers(cohort_dir, trial_in_
 
 def test_trial_spec_errors(cohort_dir):
     runner = CliRunner()
+    _write_spec(cohort_dir)
     bad = _write_spec(cohort_dir, "bad.toml", extra="colour = 3")
     res = runner.invoke(main, ["trial", str(bad), "--out", str(cohort_dir / "b.zarr")])
     assert res.exit_code == 1 and "bad.toml: unknown key 'colour'" in res.output
