@@ -43,15 +43,18 @@ OUTPUTS = "glucose.plasma_glucose,glucose.subcutaneous_glucose"
 
 
 def cli(args, env=None, timeout=3600):
-    """Run ``physiotwin ARGS``: (wall s, peak RSS MB, return code, output)."""
+    """Run ``physiotwin ARGS``: (wall s, peak RSS MB, return code, output). Peak memory comes from
+    GNU time (/usr/bin/time -f %M): a child forked from this process would start with its
+    resident size as its own maximum (Linux keeps ru_maxrss across fork and exec)."""
     exe = shutil.which("physiotwin") or "physiotwin"
+    timer = ["/usr/bin/time", "-f", "PEAK_KB %M"] if Path("/usr/bin/time").exists() else []
     t0 = time.perf_counter()
-    proc = subprocess.Popen([exe, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([*timer, exe, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
-    out = proc.stdout.read()
-    return wall, usage.ru_maxrss / 1024.0, os.waitstatus_to_exitcode(status), out
+    peak = [ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB ")]
+    rss = float(peak[-1].split()[1]) / 1024.0 if peak else float("nan")
+    return wall, rss, proc.returncode, proc.stdout + proc.stderr
 
 
 def write_meals(path: Path, days: int = 1, jitter: int = 0, rng=None) -> Path:
@@ -188,13 +191,14 @@ def trials(out_dir: Path, pop: Path, meals: Path, env, chunk: int) -> dict:
 
     spec = trial_spec(out_dir, pop, meals, chunk)
     res = {}
-    for w in (1, 2):
+    for w in (0, 1, 2):
         out = out_dir / f"trial_w{w}.zarr"
         shutil.rmtree(out, ignore_errors=True)
         wall, rss, rc, text = cli(["trial", spec, "--out", out, "--workers", w], env)
         assert rc == 0, text
         res[f"workers_{w}_s"] = wall
     res["speedup_2_vs_1"] = res["workers_1_s"] / res["workers_2_s"]
+    res["patient_arm_days"] = 2 * (len(open(pop).readlines()) - 2)
     # killed halfway (SIGKILL of the CLI and its cluster), then restarted
     out = out_dir / "trial_killed.zarr"
     for p in (out, Path(str(out) + ".part")):
@@ -203,7 +207,7 @@ def trials(out_dir: Path, pop: Path, meals: Path, env, chunk: int) -> dict:
     proc = subprocess.Popen([exe, "trial", str(spec), "--out", str(out), "--workers", "2"], env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marks = Path(str(out) + ".part") / "_physiotwin_done"
-    total = len(list(xr.open_zarr(out_dir / "trial_w2.zarr")["arm"])) * -(-len(open(pop).readlines()[1:]) // chunk)
+    total = len(list(xr.open_zarr(out_dir / "trial_w2.zarr")["arm"])) * -(-len(open(pop).readlines()[2:]) // chunk)
     while proc.poll() is None and len(list(marks.glob("chunk-*"))) < total // 2:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -311,7 +315,7 @@ def main(argv=None):
     print("Zarr ...", flush=True)
     res["zarr"] = zarr_rate(out_dir)
     print("trials ...", flush=True)
-    res["trial"] = trials(out_dir, population(out_dir, 1024 if q else 8192, env), meals, env, 256 if q else 1024)
+    res["trial"] = trials(out_dir, population(out_dir, 1024 if q else 32768, env), meals, env, 256 if q else 1024)
     print("cold start ...", flush=True)
     res["cold_start"] = cold_start(out_dir, meals)
     print("three organs ...", flush=True)
@@ -353,7 +357,8 @@ def report(r: dict) -> str:
               + f"; marginal {1000 * c['marginal_MB_per_patient']:.2f} kB per patient-day (2 variables, 5 min).",
               f"Zarr writes: {z['MB_per_s']:.0f} MB/s ({z['patients_per_s']:.0f} patients/s of 2 x {z['times']} "
               f"values; store {z['store_MB']:.0f} MB).",
-              f"Trial (2 arms): 1 worker {t['workers_1_s']:.1f} s, 2 workers {t['workers_2_s']:.1f} s "
+              f"Trial (2 arms x {t['patient_arm_days'] // 2} patients x 1 day): in process {t['workers_0_s']:.1f} s, "
+              f"Dask 1 worker {t['workers_1_s']:.1f} s, 2 workers {t['workers_2_s']:.1f} s "
               f"(x{t['speedup_2_vs_1']:.2f}). Killed (SIGKILL) after {t['killed_after_tasks']} of {t['tasks']} tasks, "
               f"restarted in {t['restart_s']:.1f} s: equal to the uninterrupted run: "
               f"**{'yes' if t['restarted_equals_uninterrupted'] else 'NO'}**.",

@@ -24,11 +24,12 @@ _TWIN_FILES = {"test_calibration.py", "test_whatif.py", "test_control.py", "test
 
 
 # the longest groups first, so that no worker is left alone with one at the end
-_LONGEST = ("06-hybrid-learns.ipynb", "test_population.py", "03-calibrate-a-twin.ipynb", "05-what-if.ipynb",
-            "session-twin", "test_validation.py", "04-cardiorenal-twin.ipynb", "test_steady.py",
-            "test_cardiovascular.py")
+_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "test_population.py",
+            "03-calibrate-a-twin.ipynb", "test_validation.py", "test_steady.py", "05-what-if.ipynb",
+            "test_cardiovascular.py", "test_cohort.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
