@@ -23,10 +23,11 @@ from helpers import DATA, UVA_PATIENTS  # noqa: E402
 _TWIN_FILES = {"test_calibration.py", "test_whatif.py", "test_control.py", "test_multikind.py"}
 
 
-# the longest groups first, so that no worker is left alone with one at the end
-_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "test_population.py",
-            "03-calibrate-a-twin.ipynb", "test_validation.py", "test_steady.py", "05-what-if.ipynb",
-            "test_cardiovascular.py", "test_cohort.py")
+# the longest groups first, so that no worker is left alone with one at the end (the order is kept:
+# --no-loadscope-reorder; xdist would otherwise put the groups with most tests first, notebooks last)
+_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "test_steady.py",
+            "03-calibrate-a-twin.ipynb", "test_cardiovascular.py", "test_population.py", "05-what-if.ipynb",
+            "test_validation.py", "test_cohort.py", "02-multi-organ.ipynb")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
