@@ -259,6 +259,8 @@ def run_trial(spec: TrialSpec, out: str | Path, *, workers: int | None = None, s
     template = None if part.exists() else chunk_template(spec)
     writer = ZarrWriter(out, template, run.cohort.names, run.chunk, _fingerprint_spec(spec),
                         outer=("arm", _arm_names(spec)))
+    if template is not None:  # the driver solved the first task to build the store: keep it
+        writer.write(0, template, outer=0)
     done = writer.done()
     todo = [t for t in tasks if t not in done]
     size = lambda t: run.bounds(t[1])[1] - run.bounds(t[1])[0]  # noqa: E731
