@@ -61,9 +61,21 @@ TUNE_HORIZON = 30
 def read_record(record, source=None) -> tuple[Timeline, str]:
     """A record given as a `Timeline` or a path, and the name messages use for it."""
     if isinstance(record, Timeline):
-        return record, source or record.source
+        return _checked(record), source or record.source
     path = Path(record)
-    return read_timeline(path), path.name
+    return _checked(read_timeline(path)), path.name
+
+
+def _checked(tl: Timeline) -> Timeline:
+    """The record after the plausibility checks (`physiotwin.plausibility`); notes are warnings."""
+    import warnings
+
+    from ..plausibility import RecordWarning, check_record
+
+    tl, notes = check_record(tl)
+    for note in notes:
+        warnings.warn(note, RecordWarning, stacklevel=3)
+    return tl
 
 
 def _providers(output: str) -> list[str]:

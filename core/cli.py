@@ -60,6 +60,25 @@ class _Group(click.Group):
 def main() -> None:
     """physiotwin: patient digital twins from composable organ models."""
     _setup_jax()
+    _show_warnings_as_lines()
+
+
+def _show_warnings_as_lines() -> None:
+    """Notes about the user's data (`RecordWarning`) as ``warning: ...`` lines on stderr."""
+    import warnings
+
+    from .plausibility import RecordWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RecordWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", RecordWarning)
 
 
 # ----------------------------------------------------------------- extensions
@@ -621,9 +640,9 @@ def calibrate(record, out, organs, hybrid, seed, optimizer, starts, steps, hybri
 
 
 def _read_record(path: str):
-    from .timeline import read_timeline
+    from .plausibility import read_record
 
-    return read_timeline(path)
+    return read_record(path)
 
 
 @main.command("calibrate-many")

@@ -9,7 +9,8 @@ where: the file, row and field, the organ and port, the plugin, the parameter.
 from __future__ import annotations
 
 __all__ = ["PhysiotwinError", "WiringError", "PluginError", "UnitError", "TimelineError", "PatientError",
-           "SimulationError", "ObservationError", "CalibrationError", "TwinError", "OutputError"]
+           "SimulationError", "ObservationError", "CalibrationError", "TwinError", "OutputError",
+           "RecordError", "ImportFileError"]
 
 
 class PhysiotwinError(Exception):
@@ -63,3 +64,19 @@ class TwinError(PhysiotwinError, ValueError):
 
 class OutputError(PhysiotwinError, OSError):
     """An output path that cannot be written."""
+
+
+class RecordError(TimelineError):
+    """A record that fails a plausibility check (implausible values, conflicting duplicates, a
+    clock that goes back); the message names the file, row and field."""
+
+
+class ImportFileError(PhysiotwinError, ValueError):
+    """A device export that cannot be imported; one line naming the file, row and column.
+
+    The parts are also available as attributes `source`, `row` and `column`."""
+
+    def __init__(self, message: str, *, source: str | None = None, row: int | None = None,
+                 column: str | None = None):
+        super().__init__(message)
+        self.source, self.row, self.column = source, row, column

@@ -23,7 +23,7 @@ from .observation import ObservationModel
 
 __all__ = ["PluginError", "plugin_manager", "organ_classes", "get_organ", "timeline_kinds", "timeline_signals",
            "observation_models", "corrections", "forecast_metrics", "series_metrics", "patient_tables", "demos",
-           "validation_studies", "controls", "goals", "controllers"]
+           "validation_studies", "controls", "goals", "controllers", "importers", "reports", "record_checks"]
 
 
 def _collect(hook_name: str, check: Callable[[object, str], str]) -> dict:
@@ -169,3 +169,27 @@ def goals() -> dict[str, Goal]:
 def controllers() -> dict:
     """``{name: Controller subclass}``: closed-loop controllers (``--controller NAME``)."""
     return dict(sorted(_collect("register_controllers", _named_class(Controller, "controller")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def importers() -> dict:
+    """``{name: Importer}``: readers of device exports (``physiotwin import --format NAME``)."""
+    from .importing import Importer
+
+    return dict(sorted(_collect("register_importers", _named_instance(Importer, "importer")).items()))
+
+
+@functools.lru_cache(maxsize=1)
+def reports() -> dict:
+    """``{name: Report}``: reports of a record and its twin (``physiotwin report``), in registration order."""
+    from .report import Report
+
+    return _collect("register_reports", _named_instance(Report, "report"))
+
+
+@functools.lru_cache(maxsize=1)
+def record_checks() -> dict:
+    """``{name: RecordCheck}``: plausibility checks of records, in registration order."""
+    from .plausibility import RecordCheck
+
+    return _collect("register_record_checks", _named_instance(RecordCheck, "record check"))

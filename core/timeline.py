@@ -20,7 +20,10 @@ time,kind,value,unit,duration
 ```
 
 * The header names the columns `time,kind,value,unit` and optionally
-  `duration`, in any order, lowercase. Any other column is an error.
+  `duration` and `source` (provenance text, kept for people, e.g. the file and row
+  of the device export an event was imported from), in any order, lowercase. Any
+  other column is an error. A header alone is a timeline with no events (a baseline
+  run); a file without a header is an error.
 * Cells are stripped of surrounding whitespace. Blank lines are skipped. Lines
   starting with `#` are comments, except `# start: <ISO-8601>` (or
   `# start = <ISO-8601>`), which sets the absolute start of the timeline.
@@ -94,11 +97,12 @@ __all__ = [
     "COLUMNS",
 ]
 
-COLUMNS = ("time", "kind", "value", "unit", "duration")
-"""All columns of a timeline table; the last one, `duration`, is optional."""
+COLUMNS = ("time", "kind", "value", "unit", "duration", "source")
+"""All columns of a timeline table; `duration` and `source` (provenance, e.g. the row of a
+device export an event was imported from; not interpreted) are optional."""
 
 _REQUIRED = COLUMNS[:4]
-_COLUMNS_HINT = "columns are time,kind,value,unit[,duration]"
+_COLUMNS_HINT = "columns are time,kind,value,unit[,duration][,source]"
 _START_COMMENT = re.compile(r"#\s*start\s*[:=]\s*(.*?)\s*")
 _ABSENT = object()  # a TOML key that is not there
 
@@ -205,11 +209,12 @@ class Timeline:
         source: str = "<empty>",
         start: datetime | None = None,
         kinds: Mapping[str, TimelineKind] | None = None,
+        row_label: str = "row",
     ) -> Timeline:
-        """A timeline with no events (the readers never return one; `simulate` uses it)."""
+        """A timeline with no events (a file with a header only; `simulate` without a timeline)."""
         nothing = np.zeros(0)
         return cls(nothing, np.zeros(0, dtype=object), nothing, nothing, np.zeros(0, dtype=np.int64),
-                   source=source, start=start, kinds=kinds)
+                   source=source, start=start, kinds=kinds, row_label=row_label)
 
     def __len__(self) -> int:
         return int(self.time.shape[0])
@@ -222,7 +227,11 @@ class Timeline:
     def select(self, kind: str | TimelineKind) -> Timeline:
         """Events of one kind (possibly none), in time order."""
         name = kind.name if isinstance(kind, TimelineKind) else kind
-        mask = np.array([k == name for k in self.kind], dtype=bool)
+        return self.where(np.array([k == name for k in self.kind], dtype=bool))
+
+    def where(self, mask: np.ndarray) -> Timeline:
+        """The events where ``mask`` (bool per event) is true, in time order."""
+        mask = np.asarray(mask, dtype=bool)
         return Timeline(
             time=self.time[mask],
             kind=self.kind[mask],
@@ -332,6 +341,9 @@ def _read_csv(text: str, where: _Where):
             header = _check_header(cells, where)
         else:
             rows.append((number, _cells_by_column(cells, header, where, number)))
+    if header is None:
+        raise where.file_error(f"no header line and no events ({_COLUMNS_HINT}; a header alone is a timeline "
+                               f"with no events)")
     return rows, file_start
 
 
@@ -410,8 +422,8 @@ def _build(rows, kinds, where: _Where, file_start, start) -> Timeline:
     kinds = _default_kinds() if kinds is None else kinds
     if start is not None:
         file_start = _parse_start(start, where, None, argument=True)
-    if not rows:
-        raise where.file_error("empty timeline (no events)")
+    if not rows:  # a header alone: a run with no events (the baseline)
+        return Timeline.empty(where.source, file_start, kinds, where.label)
     events = [_parse_row_or_raise(number, cells, kinds, where) for number, cells in rows]
     _check_time_style(events, where)
     minutes, start = _resolve_times(events, file_start, where)

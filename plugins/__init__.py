@@ -16,7 +16,8 @@ is refused when plugins load (a misspelled hook name fails loudly).
 
 Everything a domain brings reaches the generic core this way: organs, timeline
 kinds and their signals, units and substances, observation models, input
-corrections, metrics, patient tables, demos and validation studies.
+corrections, metrics, patient tables, demos, validation studies, importers of device
+exports, reports and the plausibility checks every record goes through.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 __all__ = ["PROJECT", "hookspec", "hookimpl", "register_organs", "register_timeline_kinds", "register_units",
            "register_observation_models", "register_corrections", "register_metrics", "register_patient_tables",
            "register_demos", "register_validation_studies", "register_controls", "register_goals",
-           "register_controllers"]
+           "register_controllers", "register_importers", "register_reports", "register_record_checks"]
 
 
 @hookspec
@@ -123,3 +124,21 @@ def register_goals(register):
 def register_controllers(register):
     """Provide closed-loop controllers: ``register(MyController)``, a subclass of
     `physiotwin.control.Controller`."""
+
+
+@hookspec
+def register_importers(register):
+    """Provide readers of device and data-system exports (``physiotwin import``):
+    ``register(physiotwin.importing.Importer(...))``."""
+
+
+@hookspec
+def register_reports(register):
+    """Provide reports of a record and its twin (``physiotwin report``):
+    ``register(physiotwin.report.Report(...))``."""
+
+
+@hookspec
+def register_record_checks(register):
+    """Provide plausibility checks every record goes through before it is imported,
+    calibrated, forecast or reported: ``register(physiotwin.plausibility.RecordCheck(...))``."""

@@ -262,19 +262,23 @@ def test_value_above_maximum(tmp_path):
 # --------------------------------------------------------------------------- file errors
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["", "\n\n", "# only a comment\n", HEADER, "# start: 2026-01-05T07:00\n" + HEADER + "\n# nothing\n"],
-)
-def test_empty_timeline(tmp_path, text):
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_no_header(tmp_path, text):
     path = write(tmp_path, text)
-    assert error_of(path) == f"{path}: empty timeline (no events)"
+    assert error_of(path).startswith(f"{path}: no header line and no events")
+
+
+@pytest.mark.parametrize("text", [HEADER, "# start: 2026-01-05T07:00\n" + HEADER + "\n# nothing\n"])
+def test_header_only_is_a_timeline_with_no_events(tmp_path, text):
+    tl = read_timeline(write(tmp_path, text))
+    assert len(tl) == 0 and tl.source.endswith("meals.csv")
+    assert tl.start == (datetime(2026, 1, 5, 7) if "start" in text else None)
 
 
 @pytest.mark.parametrize(
     "header, expected",
     [
-        ("time,kind,value", "missing column 'unit' (columns are time,kind,value,unit[,duration])"),
+        ("time,kind,value", "missing column 'unit' (columns are time,kind,value,unit[,duration][,source])"),
         ("time,kind", "missing columns 'value', 'unit'"),
         ("time,kind,value,unit,note", "unknown column 'note'"),
         ("Time,kind,value,unit", "unknown column 'Time'"),
@@ -377,7 +381,7 @@ def test_toml_errors_name_event_and_field(tmp_path, event, field, fragment):
 
 def test_toml_file_errors(tmp_path):
     path = write(tmp_path, 'start = "2026-01-05"\n', "scenario.toml")
-    assert error_of(path) == f"{path}: empty timeline (no events)"
+    assert len(read_timeline(path)) == 0 and read_timeline(path).start == datetime(2026, 1, 5)
     path = write(tmp_path, "[[event]\n", "scenario.toml")
     assert error_of(path).startswith(f"{path}: invalid TOML")
     path = write(tmp_path, 'start = "soon"\n', "scenario.toml")
