@@ -155,8 +155,8 @@ def _mechanistic_stage(cal: Objective, prob: Problem, record: Record, W: int, hi
         best, _, val, _ = adam_stage(cal, params, None, prob, s.steps, "mechanistic", history, "mechanistic", False)
     if not np.isfinite(val).any():
         raise CalibrationError(f"{record.source}: the fit failed: at every one of the {s.starts} starts the loss or "
-                               f"the held-out run is not finite (the solver diverged); try other --organ "
-                               f"parameters, a shorter --window or more --starts")
+                               f"the held-out run is not finite (the solver diverged); try fewer parameters "
+                               f"(--fit), a shorter shooting window (--window) or more --starts")
     k = int(np.argmin(val))
     mech = jax.tree_util.tree_map(lambda a: a[k], best)
     start = jax.tree_util.tree_map(lambda a: a[k], params)

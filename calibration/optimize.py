@@ -42,10 +42,8 @@ def on_devices(fn, n_starts: int):
 def progress(total, desc, enabled):
     if not enabled:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
+    from tqdm.auto import tqdm  # a dependency: a missing one is an error, not a silent lack of progress
+
     return tqdm(total=total, desc=desc, leave=False)
 
 

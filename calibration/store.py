@@ -25,7 +25,7 @@ from .hybrid import Hybrid
 from .settings import FitSettings
 from .space import ParameterSpace
 
-__all__ = ["write_twin", "read_twin", "FORMAT", "sha", "json_default", "move_into_place"]
+__all__ = ["write_twin", "read_twin", "check_unedited", "FORMAT", "sha", "json_default", "move_into_place"]
 
 FORMAT = "physiotwin-twin/2"
 _VARIANTS = ("population", "mechanistic", "twin")
@@ -185,4 +185,28 @@ def read_twin(directory) -> dict:
     return dict(organs=meta["organs"], observations=observations, space=space, result=result, settings=settings,
                 filters=meta["filters"], scale=arrays["scale"], record_source=meta.get("record", ""),
                 record_text=record_text, model=model)
+
+
+def check_unedited(twin, directory) -> None:
+    """`TwinError` when the readable copies of the fitted values in ``twin.json`` (parameters)
+    no longer equal the arrays the twin runs on: an edit there would be ignored, so it is
+    refused with the parameter named."""
+    meta_path = Path(directory) / "twin.json"
+    declared = json.loads(meta_path.read_text()).get("parameters", {})
+    for variant, values in declared.items():
+        if variant not in _VARIANTS or not isinstance(values, dict):
+            raise TwinError(f"{meta_path}: corrupted ('parameters' of {variant!r})")
+        fitted = twin.parameters(variant)
+        for name, value in values.items():
+            ok = name in fitted and isinstance(value, (int, float)) and np.isclose(value, fitted[name], rtol=1e-9,
+                                                                                   atol=0.0)
+            if not ok:
+                shown = f"{fitted[name]:.6g}" if name in fitted else "not fitted"
+                raise TwinError(f"{meta_path}: 'parameters' of the {variant} variant were edited ({name} = {value!r} "
+                                f"there, {shown} in arrays.npz): twin.json describes the fitted twin and is not read "
+                                f"back; calibrate again (--fit chooses what is fitted), or simulate with a patients "
+                                f"table for other values")
+        if set(fitted) - set(values):
+            raise TwinError(f"{meta_path}: 'parameters' of the {variant} variant lack "
+                            f"{sorted(set(fitted) - set(values))[0]} (edited?)")
 

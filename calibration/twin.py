@@ -40,7 +40,7 @@ from ..composer import Model, compose
 from ..errors import CalibrationError, ObservationError
 from ..observation import ObservationModel
 from ..timeline import Timeline, read_timeline
-from .data import check_kinds, observed_kinds, prepare_record, readings_on_grid, split_record, timeline_text
+from .data import check_kinds, observed_kinds, prepare_record, readings_on_grid, record_minutes, split_record, timeline_text
 from .filter import Filter, tune_filter
 from .fit import FitResult, FitSettings, fit_record, rest_state
 from .forecast import run_forecast
@@ -198,6 +198,9 @@ class Twin:
                         settings: dict | None = None, ignore: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Forecasts of every kind the twin observes from every ``every`` minutes of ``tl``
         (see `physiotwin.calibration.forecast.run_forecast`)."""
+        from ..simulate import require_x64
+
+        require_x64()  # float32 forecasts would be silently wrong, as simulations would
         if variant not in VARIANTS:
             raise CalibrationError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         check_kinds(tl, self.kinds, tl.source, ignore)
@@ -256,6 +259,7 @@ class Twin:
                         "units": om.unit,
                         "long_name": f"{name} end of the 90 % predictive band of {om.kind} (forecast errors on the "
                                      "training record)"})
+        data.update(self._observed_ahead(tl, res["origin"], np.asarray(horizons, dtype=int), ignore))
         for j, (var, col, unit) in enumerate(self._extras()):
             data[var] = (("origin", "horizon"), res["extra"][:, h, j],
                          {"units": unit, "long_name": f"predicted {self.model.output_names[col]} (noise-free)"})
@@ -275,6 +279,21 @@ class Twin:
         if not np.all(np.isfinite(res["reading"])):
             ds.attrs["warning"] = "some forecasts are not finite (solver failure)"
         return ds
+
+    def _observed_ahead(self, tl: Timeline, origins: np.ndarray, horizons: np.ndarray, ignore) -> dict:
+        """``KIND_observed[origin, horizon]``: the reading recorded at origin + horizon (what the
+        forecast is scored against; NaN where none was read)."""
+        minutes = record_minutes(tl)
+        out = {}
+        for om in self.observations:
+            if om.kind in ignore:
+                continue
+            grid = readings_on_grid(tl, om.kind, minutes)
+            at = origins[:, None].astype(int) + horizons[None, :] - 1
+            seen = np.where(at < minutes, grid[np.clip(at, 0, max(minutes - 1, 0))], np.nan)
+            out[f"{om.kind}_observed"] = (("origin", "horizon"), seen, {
+                "units": om.unit, "long_name": f"{om.kind} reading recorded at origin + horizon (NaN: none)"})
+        return out
 
     # ------------------------------------------------------------ what if
     def whatif(self, timeline, samples: int = 0, *, variant: str = "twin", seed: int = 0, every: int = 5,
@@ -312,10 +331,13 @@ class Twin:
     @classmethod
     def load(cls, directory) -> "Twin":
         """Read a twin directory (checksums and the installed organs are checked; `TwinError`)."""
-        from .store import read_twin
+        from ..simulate import require_x64
+        from .store import check_unedited, read_twin
 
-        parts = read_twin(directory)
-        return cls(**parts)
+        require_x64()  # the parameters and networks are float64
+        twin = cls(**read_twin(directory))
+        check_unedited(twin, directory)
+        return twin
 
     def training_timeline(self) -> Timeline | None:
         """The record the twin was fitted on (saved with it), or None. Parsed once (a

@@ -50,6 +50,10 @@ __all__ = [
 _LAZY = {"calibrate", "Twin", "evaluate"}
 
 
+def __dir__():
+    return sorted(set(globals()) | _LAZY)
+
+
 def __getattr__(name):
     # the calibration stack (optax, optimistix) loads on first use, not with `import physiotwin`
     if name in _LAZY:

@@ -5,8 +5,8 @@
     physiotwin simulate --organ glucose --patient adult#001 --timeline meals.csv --hours 24 --out run.nc [--plot run.png]
     physiotwin demo
     physiotwin calibrate RECORD.csv --out TWIN_DIR [--organ glucose] [--hybrid/--no-hybrid] [--seed N]
-    physiotwin forecast TWIN_DIR RECORD.csv --horizon 30 --horizon 60 --every 5 --out FC.nc
-    physiotwin evaluate TWIN_DIR RECORD.csv [--horizon 30 --horizon 60] [--out TABLE.csv]
+    physiotwin forecast TWIN_DIR RECORD.csv --horizon 30 --horizon 60 --every 5 --out FC.nc [--plot FC.png]
+    physiotwin evaluate TWIN_DIR RECORD.csv [--horizon 30 --horizon 60] [--out TABLE.csv] [--plot SCORES.png]
     physiotwin whatif TWIN_DIR --timeline NEW.csv --out WI.nc [--samples N] [--plot WI.png]
     physiotwin optimize TWIN_DIR --control NAME [--control ...] --objective GOAL [--max-GOAL V] --out PLAN.toml
 
@@ -659,7 +659,8 @@ def _read_record(path: str):
 @click.option("--workers", type=int, default=None,
               help="Worker processes of a local Dask cluster (default: one per core; 0: in this process).")
 @click.option("--scheduler", help="Address of a running Dask scheduler instead of a local cluster.")
-def calibrate_many(records, out, organs, hybrid, seed, starts, steps, hybrid_steps, workers, scheduler) -> None:
+@click.option("--window", type=int, default=None, help="Multiple-shooting window, minutes (default: the longest the organs ask for).")
+def calibrate_many(records, out, organs, hybrid, seed, starts, steps, hybrid_steps, workers, scheduler, window) -> None:
     """Calibrate a twin of every RECORD (files, or folders of CSV records) on Dask. A rerun
     keeps the twins already written; a record that fails is reported and does not stop the
     others (exit status 3)."""
@@ -669,7 +670,8 @@ def calibrate_many(records, out, organs, hybrid, seed, starts, steps, hybrid_ste
         _fail(f"--workers must be >= 0, got {workers}")
     files = record_files(records)
     options = {"seed": seed, "starts": starts}
-    options.update({k: v for k, v in (("steps", steps), ("hybrid_steps", hybrid_steps)) if v is not None})
+    options.update({k: v for k, v in (("steps", steps), ("hybrid_steps", hybrid_steps), ("window", window))
+                    if v is not None})
     bar = _progress(len(files), unit="record")
     table = run(files, out, organs, hybrid=hybrid, workers=workers, scheduler=scheduler,
                 progress=lambda row: bar.update(1), **options)
@@ -696,10 +698,11 @@ def calibrate_many(records, out, organs, hybrid, seed, starts, steps, hybrid_ste
 @click.option("--slot", "slots", multiple=True, help="Residual slot, organ.slot (repeat; default: all).")
 @click.option("--starts", type=int, default=2, show_default=True, help="Multistart runs of each patient's mechanism.")
 @click.option("--mechanistic-steps", type=int, default=None, help="Iteration budget of each patient's mechanism.")
+@click.option("--window", type=int, default=None, help="Multiple-shooting window of each patient's mechanism, minutes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate_population(records, out, organs, conditioning, workers, steps, batch, slots, starts, mechanistic_steps,
-                         seed, quiet) -> None:
+                         window, seed, quiet) -> None:
     """Train residual networks shared by the patients of RECORDS (one record each, same length
     and kinds), with a conditioning vector per patient; write them to --out."""
     from .calibration.population import calibrate_population as run
@@ -711,7 +714,8 @@ def calibrate_population(records, out, organs, conditioning, workers, steps, bat
         _fail(f"--out {out}: exists and is not a population directory; not overwriting it")
     for r in records:
         _read_record(r)  # every record readable before any work starts
-    settings = FitSettings(seed=seed, starts=starts, steps=mechanistic_steps, slots=slots, progress=not quiet)
+    settings = FitSettings(seed=seed, starts=starts, steps=mechanistic_steps, slots=slots, progress=not quiet,
+                           window=window)
     pop = run(records, out_path, list(organs) or None, conditioning=conditioning, seed=seed, workers=workers,
               network_steps=steps, batch=batch, settings=settings)
     m = pop.meta
@@ -763,20 +767,27 @@ def _twin_and_record(command):
               show_default=True, help="Which parameters forecast (see physiotwin.calibration.twin).")
 @click.option("--bands", is_flag=True, help="Also a 90 % predictive band per kind (KIND_lower, KIND_upper).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output NetCDF file.")
-def forecast(twin_dir, record, horizons, every, ignore, variant, bands, out) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG: forecasts beside the readings.")
+def forecast(twin_dir, record, horizons, every, ignore, variant, bands, out, plot) -> None:
     """Forecast every observation kind of a saved twin from every origin of RECORD; write NetCDF.
 
-    One variable per kind, named as the kind, in its unit."""
+    One variable per kind, named as the kind, in its unit, and the reading each forecast is
+    scored against (KIND_observed)."""
     from .calibration.twin import Twin
-    from .io import check_writable, write_netcdf
+    from .io import check_writable, plot_forecast, write_netcdf
 
     check_writable(out)
+    if plot:
+        check_writable(plot, "plot")
     twin = Twin.load(twin_dir)
     tl = _read_record(record)
     ds = twin.forecast(tl, horizons, every, variant, ignore=list(ignore), bands=bands)
     write_netcdf(ds, out)
     click.echo(f"wrote {out}  ({ds.sizes['origin']} origins x horizons {', '.join(map(str, horizons))} min, "
                f"variant {variant}, kinds {', '.join(twin.kinds)})")
+    if plot:
+        plot_forecast(ds, plot, twin.kinds, {om.kind: om.reference_range for om in twin.observations})
+        click.echo(f"wrote {plot}")
     if "warning" in ds.attrs:
         click.echo(f"warning: {ds.attrs['warning']}", err=True)
         sys.exit(EXIT_PARTIAL)
@@ -788,16 +799,18 @@ def forecast(twin_dir, record, horizons, every, ignore, variant, bands, out) -> 
 @click.option("--warmup", type=int, default=120, show_default=True,
               help="Minutes at the start of RECORD with no scored origin (the state filter settles).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG: RMSE of every model by horizon.")
+def evaluate(twin_dir, record, horizons, every, ignore, warmup, out, plot) -> None:
     """Score a twin's forecasts on RECORD, kind by kind, beside persistence, linear AR, population and
     mechanistic baselines. Exits 1 when there is nothing to score, 3 when some
     forecasts are not finite (left out of the scores)."""
     from .calibration.evaluate import evaluate as run
     from .calibration.twin import Twin
-    from .io import atomic_write_text, check_writable
+    from .io import atomic_write_text, check_writable, plot_scores
 
-    if out:
-        check_writable(out)
+    for path in (out, plot):
+        if path:
+            check_writable(path)
     twin = Twin.load(twin_dir)
     tl = _read_record(record)
     ev = run(twin, tl, horizons, every, warmup, ignore=list(ignore))
@@ -811,6 +824,9 @@ def evaluate(twin_dir, record, horizons, every, ignore, warmup, out) -> None:
     if out:
         atomic_write_text(out, ev.table.to_csv(index=False))
         click.echo(f"wrote {out}")
+    if plot:
+        plot_scores(ev.table, plot)
+        click.echo(f"wrote {plot}")
     if ev.failures:
         failed = ", ".join(f"{v} at {n} origins" for v, n in ev.failures.items())
         click.echo(f"warning: forecasts not finite (solver failure), left out of the scores: {failed}", err=True)

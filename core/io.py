@@ -140,3 +140,60 @@ def plot_replay(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
         ax.legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1, 0].set_xlabel("time since the record's start [h]")
     return _save(fig, path, title or f"physiotwin what-if: {Path(str(ds.attrs.get('timeline', ''))).name}")
+
+
+def plot_forecast(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
+                  bands: Mapping[str, tuple[float, float] | None] | None = None, title: str | None = None) -> Path:
+    """Plot a forecast Dataset (`Twin.forecast`) to a PNG: per kind, the readings recorded
+    (dots) and, per horizon, the forecast made that many minutes before each of them
+    (lines), with its 90 % band when the dataset has one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = check_writable(path, "plot")
+    kinds = [k for k in kinds if k in ds]
+    horizons = ds["horizon"].values
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 3.0 * len(kinds)), sharex=True, squeeze=False)
+    for ax, kind in zip(axes[:, 0], kinds):
+        for j, h in enumerate(horizons):
+            at = (ds["origin"].values + h) / 60.0
+            line, = ax.plot(at, ds[kind].values[:, j], lw=1.1, label=f"forecast {h:g} min ahead")
+            if f"{kind}_lower" in ds:
+                ax.fill_between(at, ds[f"{kind}_lower"].values[:, j], ds[f"{kind}_upper"].values[:, j],
+                                color=line.get_color(), alpha=0.12, lw=0)
+            if f"{kind}_observed" in ds and j == 0:
+                ax.plot(at, ds[f"{kind}_observed"].values[:, j], ".", color="k", ms=2.5, label="recorded")
+        band = (bands or {}).get(kind)
+        if band is not None:
+            ax.axhspan(band[0], band[1], color="tab:green", alpha=0.08, lw=0)
+        ax.set_ylabel(f"{kind}\n[{ds[kind].attrs.get('units', '')}]", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=4, loc="upper right")
+    axes[-1, 0].set_xlabel("time since the record's start [h]")
+    return _save(fig, path, title or f"physiotwin forecast ({ds.attrs.get('variant', '')}): "
+                                     f"{Path(str(ds.attrs.get('record', ''))).name}")
+
+
+def plot_scores(table, path: str | Path, column: str = "rmse", title: str | None = None) -> Path:
+    """Plot an evaluation table (`physiotwin.calibration.evaluate`) to a PNG: per kind, the
+    ``column`` score of every model against the forecast horizon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = check_writable(path, "plot")
+    kinds = list(dict.fromkeys(table["kind"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        part = table[table["kind"] == kind]
+        for model, rows in part.groupby("model", sort=False):
+            ax.plot(rows["horizon"], rows[column], marker="o", lw=1.2, label=str(model))
+        ax.set_title(kind, fontsize=9)
+        ax.set_xlabel("horizon [min]")
+        ax.set_ylabel(column)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path, title or f"physiotwin evaluate: {column} by horizon")

@@ -70,6 +70,9 @@ class TimelineKind:
     * `level`: a value that holds from its row to the next (a rate setting, an
       intake level); a record cut in two repeats the level in force at the cut.
     * `signals`: what an input kind compiles to (see `Signal`).
+    * `units`: other units people write for this kind (e.g. ``("mmol/L",)``); listed,
+      with `unit`, in the error for a unit that is unknown or of the wrong dimension (any
+      unit pint converts is accepted).
     """
 
     name: str
@@ -83,6 +86,12 @@ class TimelineKind:
     truth_of: str | None = None
     level: bool = False
     signals: tuple[Signal, ...] = ()
+    units: tuple[str, ...] = ()
+
+    @property
+    def accepted_units(self) -> str:
+        """The units to name in messages: the canonical one and the declared others."""
+        return ", ".join(dict.fromkeys((self.unit,) + tuple(self.units)))
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -105,7 +114,8 @@ class TimelineKind:
 
     def check(self) -> "TimelineKind":
         """Check the units (after every plugin has defined its own); raises ValueError."""
-        for what, unit in [("unit", self.unit)] + [(f"signal {s.name!r}", s.unit) for s in self.signals]:
+        for what, unit in ([("unit", self.unit)] + [(f"signal {s.name!r}", s.unit) for s in self.signals]
+                           + [(f"accepted unit {u!r}", u) for u in self.units]):
             try:
                 parse_unit(unit)
             except UnitError:

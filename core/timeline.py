@@ -562,12 +562,13 @@ def _convert(amount: float, raw_unit, name: str, kind: TimelineKind) -> float:
     try:
         parse_unit(unit)
     except UnitError:
-        raise _Invalid("unit", f"unknown unit {unit!r}") from None
+        raise _Invalid("unit", f"unknown unit {unit!r} (units of {name!r}: {kind.accepted_units})") from None
     try:
         scale, offset = conversion(unit, kind.unit, kind.unit_context)
     except Exception:  # pint raises several error types for impossible conversions
         raise _Invalid(
-            "unit", f"unit {unit!r} is not convertible to {kind.unit!r} required by {name!r}"
+            "unit", f"unit {unit!r} is not convertible to {kind.unit!r} required by {name!r} "
+                    f"(units of {name!r}: {kind.accepted_units})"
         ) from None
     value = amount * scale + offset
     _check_range(value, amount, unit, name, kind)

@@ -157,35 +157,35 @@ BUILTIN_KINDS: dict[str, TimelineKind] = {
     kind.name: kind
     for kind in (
         TimelineKind("carbs", "g", "carbohydrate eaten; at 5 g/min unless a duration is given",
-                     signals=(CARBS, CARBS_EPISODE, MEAL_EPISODE)),
+                     signals=(CARBS, CARBS_EPISODE, MEAL_EPISODE), units=("kg",)),
         TimelineKind("bolus", "U", "insulin bolus, delivered evenly over `duration` minutes (default 1)",
-                     signals=(INSULIN,)),
+                     signals=(INSULIN,), units=("IU",)),
         TimelineKind("basal", "U/h", "basal insulin rate, piecewise constant from this time on; the patient's "
-                     "steady-state basal when absent", duration="forbidden", level=True, signals=(INSULIN, BASAL_SET)),
+                     "steady-state basal when absent", duration="forbidden", level=True, signals=(INSULIN, BASAL_SET), units=("U/day",)),
         TimelineKind("sodium_intake", "mmol/day", "dietary sodium intake, piecewise constant from this time on "
                      "(100 mmol/day when absent)", unit_context="sodium", duration="forbidden", level=True,
-                     signals=(level_signal("sodium_intake", "mmol/day", "dietary sodium intake", "sodium_intake"),)),
+                     signals=(level_signal("sodium_intake", "mmol/day", "dietary sodium intake", "sodium_intake"),), units=("g/day", "mg/day")),
         TimelineKind("exercise", "1", "exercise intensity as a fraction 0-1 of heart-rate reserve, for `duration` "
                      "minutes", maximum=1.0, duration="required",
                      signals=(rate_signal("exercise", "1", "exercise intensity (fraction of heart-rate reserve)",
-                                          _exercise_pieces),)),
+                                          _exercise_pieces),), units=("percent",)),
         TimelineKind("blood_loss", "mL", "blood lost evenly over `duration` minutes", duration="required",
                      signals=(rate_signal("blood_loss", "mL/min", "rate of blood loss",
-                                          spread_pieces("blood_loss", None)),)),
+                                          spread_pieces("blood_loss", None)),), units=("L",)),
         TimelineKind("sglt2i", "mg", "oral dose of the SGLT2 inhibitor empagliflozin", duration="forbidden",
                      signals=(rate_signal("sglt2i", "mg/min", "oral SGLT2 inhibitor (empagliflozin) dosing into "
-                                          "the gut", spread_pieces("sglt2i", 1.0)),)),
+                                          "the gut", spread_pieces("sglt2i", 1.0)),), units=("g",)),
         # observations, each explained by the observation model of the same name
         TimelineKind("cgm", "mg/dL", "continuous glucose monitor reading", unit_context="glucose",
-                     observation=True, duration="forbidden"),
+                     observation=True, duration="forbidden", units=("mmol/L",)),
         TimelineKind("bg", "mg/dL", "finger-stick (meter) plasma glucose reading", unit_context="glucose",
-                     observation=True, duration="forbidden"),
+                     observation=True, duration="forbidden", units=("mmol/L",)),
         TimelineKind("map", "mmHg", "mean arterial pressure from a cuff (home or ambulatory)", minimum=20.0,
-                     maximum=250.0, observation=True, duration="forbidden"),
+                     maximum=250.0, observation=True, duration="forbidden", units=("kPa",)),
         TimelineKind("heart_rate", "1/min", "heart rate (e.g. with each cuff reading)", minimum=20.0, maximum=250.0,
-                     observation=True, duration="forbidden"),
+                     observation=True, duration="forbidden", units=("1/s",)),
         TimelineKind("creatinine", "mg/dL", "serum creatinine (laboratory)", minimum=0.05, maximum=30.0,
-                     unit_context="creatinine", observation=True, duration="forbidden"),
+                     unit_context="creatinine", observation=True, duration="forbidden", units=("umol/L",)),
         # ground truth, present only in simulated records: never fitted, used to score
         TimelineKind("cgm_true", "mg/dL", "noise-free sensor (subcutaneous) glucose at a CGM sample time; ground "
                      "truth available in simulated records only", unit_context="glucose", observation=True,

@@ -185,11 +185,21 @@ def test_forecast_uses_no_future_information(twin, record_parts):
 @pytest.mark.slow
 def test_forecast_cli_writes_the_contract(twin_dir, record_parts, tmp_path):
     out = tmp_path / "fc.nc"
-    res = _invoke("forecast", twin_dir, record_parts[1], "--horizon", 30, "--horizon", 60, "--every", 5, "--out", out)
+    png = tmp_path / "fc.png"
+    res = _invoke("forecast", twin_dir, record_parts[1], "--horizon", 30, "--horizon", 60, "--every", 5, "--out", out,
+                  "--plot", png)
     assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
     import xarray as xr
 
+    from physiotwin.calibration.data import readings_on_grid
+    from physiotwin.timeline import read_timeline
+
     ds = xr.open_dataset(out)
+    grid = readings_on_grid(read_timeline(record_parts[1]), "cgm", 10 ** 5)  # the readings each forecast is scored on
+    at = ds["origin"].values.astype(int)[:, None] + np.array([30, 60]) - 1
+    assert np.array_equal(ds["cgm_observed"].values, grid[at], equal_nan=True)
+    assert np.isfinite(ds["cgm_observed"].values).mean() > 0.5
     assert ds["cgm"].dims == ("origin", "horizon") and list(ds["horizon"].values) == [30, 60]
     assert ds["cgm"].attrs["units"] == "mg/dL" and "plasma_glucose" in ds
     assert np.all(np.diff(ds["origin"].values) == 5)
@@ -201,8 +211,10 @@ def test_forecast_cli_writes_the_contract(twin_dir, record_parts, tmp_path):
 @pytest.mark.slow
 def test_evaluate_cli_reports_models_beside_baselines(twin_dir, record_parts, tmp_path):
     out = tmp_path / "table.csv"
-    res = _invoke("evaluate", twin_dir, record_parts[1], "--out", out)
+    png = tmp_path / "scores.png"
+    res = _invoke("evaluate", twin_dir, record_parts[1], "--out", out, "--plot", png)
     assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
     import pandas as pd
 
     table = pd.read_csv(out)
@@ -275,6 +287,15 @@ def test_corrupted_or_foreign_twins_are_refused(twin_dir, record_parts, tmp_path
     res = _invoke("forecast", foreign, record_parts[1], "--out", out)
     assert res.exit_code == 1 and "corrupted" in res.output
 
+    edited = tmp_path / "edited"  # hand edits to the readable parameters are refused, not ignored
+    shutil.copytree(twin_dir, edited)
+    meta = json.loads((edited / "twin.json").read_text())
+    name = sorted(meta["parameters"]["twin"])[0]
+    meta["parameters"]["twin"][name] *= 1.5
+    (edited / "twin.json").write_text(json.dumps(meta))
+    res = _invoke("forecast", edited, record_parts[1], "--out", out)
+    assert res.exit_code == 1 and f"were edited ({name} = " in res.output and not out.exists()
+
     res = _invoke("forecast", tmp_path / "nothing", record_parts[1], "--out", out)
     assert res.exit_code == 1 and "not a twin directory" in res.output
     with pytest.raises(TwinError):
@@ -316,3 +337,18 @@ def test_calibrate_many_resumes_and_reports_failures_per_record(record_parts, tw
     res = CliRunner().invoke(main, args)
     table = pd.read_csv(tmp_path / "twins" / "calibrations.csv")
     assert list(table["status"]) == ["done before", "failed"] and res.exit_code == 3
+
+
+def test_public_api_is_listed_and_float32_is_refused(twin_dir):
+    """`dir(physiotwin)` lists the lazily loaded calibration API; a twin used without
+    float64 is refused (as `simulate` refuses), not run silently in float32."""
+    import subprocess
+    import sys
+
+    code = ("import physiotwin\n"
+            "assert {'calibrate', 'Twin', 'evaluate'} <= set(dir(physiotwin)), dir(physiotwin)\n"
+            "from physiotwin.errors import SimulationError\n"
+            f"try:\n    physiotwin.Twin.load({str(twin_dir)!r})\nexcept SimulationError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "physiotwin needs float64" in res.stdout

@@ -52,6 +52,20 @@ def test_simulate_writes_netcdf_and_plot(run, tmp_path):
     assert "adult#002" in res.stdout
 
 
+def test_baseline_runs_with_no_events(run, tmp_path):
+    """A header-only timeline and no --timeline at all are the same baseline run."""
+    (tmp_path / "none.csv").write_text("time,kind,value,unit,duration\n")
+    runs = []
+    for extra in ([], ["--timeline", tmp_path / "none.csv"]):
+        out = tmp_path / f"b{len(runs)}.nc"
+        res = run("simulate", "--organ", "glucose", "--patient", "adult#001", "--patient", "adult#002", *extra,
+                  "--hours", 4, "--every", 10, "--out", out)
+        assert res.exit_code == 0, res.output
+        with xr.open_dataset(out) as ds:
+            runs.append(ds["glucose.plasma_glucose"].values)
+    assert np.array_equal(runs[0], runs[1]) and np.ptp(runs[0], axis=1).max() < 1e-6  # at rest
+
+
 def test_patients_csv_round_trip(run, tmp_path):
     (tmp_path / "tl.csv").write_text(GOOD)
     lines = run("patients", "--csv").stdout.splitlines()
@@ -79,7 +93,7 @@ BAD_TIMELINES = {
     "negative amount": ("time,kind,value,unit\n0,carbs,-10,g\n", "row 2, field 'value': negative"),
     "unknown kind": ("time,kind,value,unit\n0,snack,10,g\n", "row 2, field 'kind': unknown kind 'snack'; known kinds: basal, bg, bg_true, blood_loss, bolus, carbs, carbs_true, cgm, cgm_true, creatinine, creatinine_true, exercise, heart_rate, heart_rate_true, insulin_sensitivity_true, map, map_true, sglt2i, sodium_intake, sodium_intake_true"),
     "wrong dimension": ("time,kind,value,unit\n0,carbs,10,mL\n", "row 2, field 'unit'"),
-    "empty file": ("", "empty"),
+    "empty file": ("", "no header line"),
 }
 
 

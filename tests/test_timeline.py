@@ -588,3 +588,11 @@ def test_required_duration_and_new_kinds(tmp_path):
     path.write_text("time,kind,value,unit,duration\n0,sodium_intake,-1,mmol/day,\n")
     with pytest.raises(TimelineError, match=r"row 2, field 'value': negative amount"):
         read_timeline(path)
+
+
+def test_unit_errors_list_the_units_of_the_kind(tmp_path):
+    path = write(tmp_path, HEADER + "0,exercise,50,percnt,30\n")
+    assert error_of(path).endswith("unknown unit 'percnt' (units of 'exercise': 1, percent)")
+    path = write(tmp_path, HEADER + "0,cgm,5,mmHg,\n")
+    assert error_of(path).endswith("(units of 'cgm': mg/dL, mmol/L)")
+    assert read_timeline(write(tmp_path, HEADER + "0,exercise,50,percent,30\n")).value[0] == 0.5
