@@ -9,6 +9,8 @@
     physiotwin evaluate TWIN_DIR RECORD.csv [--horizon 30 --horizon 60] [--out TABLE.csv] [--plot SCORES.png]
     physiotwin whatif TWIN_DIR --timeline NEW.csv --out WI.nc [--samples N] [--plot WI.png]
     physiotwin optimize TWIN_DIR --control NAME [--control ...] --objective GOAL [--max-GOAL V] --out PLAN.toml
+    physiotwin report RECORD.csv [--twin TWIN_DIR] [--forecast FC.nc] [--whatif WI.nc] --out REPORT.html|.pdf|.png
+    physiotwin import FILE... [--format dexcom|libre|carelink|nightscout|tidepool|ohiot1dm|fhir] --out RECORD.csv [--tz ZONE]
 
 Input problems end with a one-line ``error: ...`` on stderr, exit status 1, and no
 output file. Exit status 3 means the run finished but some patients' solves failed
@@ -85,8 +87,9 @@ def _show_warnings_as_lines() -> None:
 @main.command()
 def extensions() -> None:
     """List what installed plugins provide besides organs: observation models, input
-    corrections, closed-loop controllers, treatment controls and goals."""
-    from .registry import controllers, controls, corrections, goals, observation_models
+    corrections, closed-loop controllers, treatment controls and goals, importers, reports
+    and plausibility checks."""
+    from .registry import controllers, controls, corrections, goals, importers, observation_models, record_checks, reports
 
     sections = [
         ("observation models", {n: f"{c.kind}: {c.description}" for n, c in observation_models().items()}),
@@ -96,6 +99,9 @@ def extensions() -> None:
         ("controls (optimize --control)", {n: c.description for n, c in controls().items()}),
         ("goals (optimize --objective, --max-GOAL, --min-GOAL)",
          {n: f"{g.description} [{g.unit}], {g.sense}imise, of {g.kind}" for n, g in goals().items()}),
+        ("importers (import --format)", {n: i.description for n, i in importers().items()}),
+        ("reports (report)", {n: f"{', '.join(r.kinds)}: {r.description}" for n, r in reports().items()}),
+        ("plausibility checks (every record)", {n: c.description for n, c in record_checks().items()}),
     ]
     for title, rows in sections:
         click.echo(f"{title}:")
@@ -959,6 +965,61 @@ def _print_whatif(ds, observations) -> None:
                 line += f"   {bands.loc[0.05, metric]:.2f} to {bands.loc[0.95, metric]:.2f}"
             click.echo(line)
 
+
+
+# ----------------------------------------------------------------- import
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", help="Export format (default: guessed from each file; see docs/importing.md).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Record CSV to write.")
+@click.option("--tz", help="Time zone of the devices' clocks (IANA name, e.g. Europe/Berlin): resolves "
+                           "daylight-saving changes and writes UTC offsets.")
+def import_(files, fmt, out, tz) -> None:
+    """Turn device and data-system exports (FILE...) into one record CSV (--out)."""
+    from .record_import import import_files, summary_lines, write_record
+    from .io import check_writable
+    from .plausibility import check_record
+    from .registry import importers
+
+    check_writable(out)
+    result = import_files(files, importers(), fmt, tz, check=check_record)
+    write_record(result, out)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for line in summary_lines(result):
+        click.echo(line)
+    click.echo(f"wrote {out} ({len(result.frame)} rows from {len(result.sources)} file(s))")
+
+
+# --------------------------------------------------------------------- report
+@main.command()
+@click.argument("record", metavar="RECORD.csv", type=click.Path(dir_okay=False))
+@click.option("--twin", "twin_dir", type=click.Path(), help="A twin directory (`physiotwin calibrate`): adds its "
+              "fit, forecasts and what-if sections.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Report to write: REPORT.html (self-contained page), .pdf (a page per section/figure) or .png "
+                   "(the first section).")
+@click.option("--forecast", "forecast_file", type=click.Path(dir_okay=False),
+              help="A forecast file (`physiotwin forecast`, FC.nc) to show instead of the twin's own forecasts.")
+@click.option("--whatif", "whatif_file", type=click.Path(dir_okay=False),
+              help="A what-if file (`physiotwin whatif`, WI.nc) to compare with the record.")
+@click.option("--title", help="Title of the report (default: from the record's file name).")
+def report(record, twin_dir, out, forecast_file, whatif_file, title) -> None:
+    """Write a report of RECORD (and its twin) for people: every installed report that applies
+    to the record's observation kinds (`physiotwin extensions` lists them), as HTML, PDF or PNG."""
+    from .registry import reports
+    from .report import check_output, make_report
+
+    check_output(out)
+    tl = _read_record(record)
+    twin = None
+    if twin_dir:
+        from .calibration.twin import Twin
+
+        twin = Twin.load(twin_dir)
+    make_report(tl, out, reports(), twin=twin, twin_source=twin_dir or "", title=title,
+                extras={"forecast": forecast_file, "whatif": whatif_file})
+    click.echo(f"wrote {out}")
 
 if __name__ == "__main__":
     main()

@@ -21,14 +21,14 @@ import abc
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PatientTable", "ForecastMetric", "SeriesMetric", "Demo", "ValidationStudy", "Check", "Control", "Goal",
+__all__ = ["Finding", "RecordCheck", "PatientTable", "ForecastMetric", "SeriesMetric", "Demo", "ValidationStudy", "Check", "Control", "Goal",
            "Controller", "Plant"]
 
 
@@ -249,3 +249,38 @@ class Controller(eqx.Module):
     def act(self, state, t, reading, feed, settings, plant: Plant | None):
         """One decision: ``(new state, action)`` from the sensor ``reading`` at minute ``t``
         and the prepared ``feed`` of that minute."""
+
+
+# ------------------------------------------------------------- plausibility (physiotwin.plausibility)
+SEVERITIES = ("error", "drop", "warning")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check found. ``events`` are indices into the timeline's arrays: the rows
+    an ``error`` names (the first one is the row of the message) or the rows a ``drop``
+    removes. ``message`` is one line without the file name (added here)."""
+
+    severity: str
+    message: str
+    events: Sequence[int] = ()
+    field: str = "value"
+
+    def __post_init__(self):
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """A plausibility rule: ``rule(timeline) -> [Finding, ...]``. ``description`` states
+    the rule for people (``physiotwin extensions`` lists it)."""
+
+    name: str
+    description: str
+    rule: Callable[[Any], Sequence[Finding]]
+    kinds: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"record check name {self.name!r} must be a Python identifier")

@@ -27,53 +27,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from os import PathLike
 
 import numpy as np
 
 from .errors import RecordError
+from .extensions import Finding, RecordCheck
 from .timeline import Timeline, read_timeline
 
 __all__ = ["Finding", "RecordCheck", "RecordWarning", "check_record", "read_record", "flat_runs"]
 
-SEVERITIES = ("error", "drop", "warning")
 CLOCK_BACK = (20.0, 180.0)  # minutes: a step back in this range is a clock change, not a reordering
 
 
 class RecordWarning(UserWarning):
     """A plausibility note: rows dropped by a documented rule, or something to look at."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What a check found. ``events`` are indices into the timeline's arrays: the rows
-    an ``error`` names (the first one is the row of the message) or the rows a ``drop``
-    removes. ``message`` is one line without the file name (added here)."""
-
-    severity: str
-    message: str
-    events: Sequence[int] = ()
-    field: str = "value"
-
-    def __post_init__(self):
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
-
-
-@dataclass(frozen=True)
-class RecordCheck:
-    """A plausibility rule: ``rule(timeline) -> [Finding, ...]``. ``description`` states
-    the rule for people (``physiotwin extensions`` lists it)."""
-
-    name: str
-    description: str
-    rule: Callable[[Timeline], Sequence[Finding]]
-    kinds: tuple[str, ...] = ()
-
-    def check(self) -> None:
-        if not self.name.isidentifier():
-            raise ValueError(f"record check name {self.name!r} must be a Python identifier")
 
 
 def flat_runs(values: np.ndarray, tolerance: float = 0.0) -> list[tuple[int, int]]:

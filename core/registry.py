@@ -190,6 +190,6 @@ def reports() -> dict:
 @functools.lru_cache(maxsize=1)
 def record_checks() -> dict:
     """``{name: RecordCheck}``: plausibility checks of records, in registration order."""
-    from .plausibility import RecordCheck
+    from .extensions import RecordCheck
 
     return _collect("register_record_checks", _named_instance(RecordCheck, "record check"))
