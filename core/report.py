@@ -255,6 +255,8 @@ def render_html(sections: Sequence[ReportSection], meta: dict) -> str:
         for i, fig in enumerate(s.figures):
             n += 1
             name = fig.get_label() or f"{s.key}-figure-{i + 1}"
+            if name == s.key:  # ids are unique in a page: the figure yields to its section
+                name = f"{name}-figure"
             parts.append(f'<figure id="{esc(name)}">{_svg(fig, f"f{n}-")}</figure>')
         body.append("".join(parts) + "</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

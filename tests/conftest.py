@@ -25,7 +25,7 @@ _TWIN_FILES = {"test_calibration.py", "test_whatif.py", "test_control.py", "test
 
 # the longest groups first, so that no worker is left alone with one at the end (the order is kept:
 # --no-loadscope-reorder; xdist would otherwise put the groups with most tests first, notebooks last)
-_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "test_steady.py",
+_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "07-real-data.ipynb", "test_steady.py",
             "03-calibrate-a-twin.ipynb", "test_cardiovascular.py", "test_population.py", "05-what-if.ipynb",
             "test_validation.py", "test_cohort.py", "02-multi-organ.ipynb")
 

@@ -108,11 +108,14 @@ def test_html_is_self_contained(html_report):
 
     text = html_report.read_text()
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
-    for needle in ('id="agp"', 'id="consensus-metrics-table"', 'id="daily-profiles"', "Time in range 70–180 mg/dL",
+    for needle in ('id="agp"', 'id="consensus-metrics-table"', 'id="daily-profiles"', 'id="daily-profiles-figure"',
+                   "Time in range 70–180 mg/dL",
                    "record_small.csv", "2026-01-05 00:00 to 2026-01-06 23:55", "physiotwin 0.", "<svg",
                    'id="therapy-table"', "Record small"):
         assert needle in text, needle
     assert not re.search(r'(src|href)="(https?:)?//', text)  # no external resource
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})  # valid HTML: unique ids
     assert "<script" not in text and "<link" not in text
 
 
