@@ -13,6 +13,10 @@ References:
     Guyton AC, Hall JE. Textbook of Medical Physiology, ch. 16 (capillary Starling
     forces, whole-body capillary filtration coefficient).
     Rowell LB. Human Cardiovascular Control. Oxford 1993 (exercise responses).
+    Adamson J, Hillman RS. JAMA 205:609 (1968); Drucker WR, Chadwick CDJ, Gann DS.
+    Arch Surg 116:1344 (1981) (after haemorrhage plasma protein is restored from the
+    interstitial pool, by lymph, which keeps transcapillary refill going); Fleck A
+    et al. Lancet 1985 (transcapillary escape rate of albumin ~5 %/h).
 
 Equations (time in minutes; no heartbeat is resolved, every quantity is a
 cycle average):
@@ -47,6 +51,7 @@ protein amount M sets the plasma oncotic pressure):
     dV/dt      = (fluid_intake - urine_outflow - blood_loss) / 1000 - J
     dVi/dt     = J
     dM/dt      = (M0 - M) / tau_prot - blood_loss (1 - Hct) M / Vp / 1000
+                 (tau_prot: return of interstitial albumin by lymph, ~20 h; not synthesis)
 
 Pc0 is the capillary pressure at the organ's own nominal state (V = V0, no
 reflex, no exercise), computed from the parameters, so every parameter set has an
@@ -147,8 +152,12 @@ class Cardiovascular(Organ):
         _p("r_c", "1", 0.17, "capillary pressure position between venous and arterial pressure (Pc ~17 mmHg)",
            TEXT, transform="logit", upper=1.0),
         _p("c_prot", "g/dL", 7.0, "nominal plasma protein concentration", HALLOW),
-        _p("tau_prot", "min", 2880.0, "restoration time of plasma protein after loss (synthesis)",
-           "assumed (albumin synthesis ~12 g/day)"),
+        _p("tau_prot", "min", 1200.0,
+           "restoration time of plasma protein after loss (return of interstitial albumin by lymph)",
+           "Adamson & Hillman, JAMA 205:609 (1968): after 15-20 % phlebotomy the replaced plasma protein "
+           "comes from the extravascular pool, not synthesis; Drucker, Chadwick & Gann, Arch Surg 116:1344 "
+           "(1981); transcapillary escape (= lymph return) of albumin ~5 %/h of the plasma pool, "
+           "1/(0.05/h) = 20 h (Fleck et al., Lancet 1985)"),
         # exercise
         _p("tau_ex", "min", 1.0, "exercise on/off kinetics", ROWELL),
         _p("a_c", "1", 0.5, "contractility increase at maximal exercise", ROWELL),

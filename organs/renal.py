@@ -14,6 +14,13 @@ References:
     DeFronzo RA et al. Diabetes Care 36:3169 (2013) and Rieg T et al., Am J Physiol
     Renal 306:F188 (2014) (renal threshold ~180 mg/dL, TmG ~375 mg/min, SGLT1
     reserve when SGLT2 is blocked).
+    Vallon V, Thomson SC. Diabetologia 60:215 (2017) (with SGLT2 inhibited, the
+    residual (SGLT1) reabsorptive capacity is ~80 g/day).
+    Al-Jobori H et al. Diabetes 66:1999 (2017) (empagliflozin 25 mg, stepped
+    hyperglycaemic clamp: TmG -53 +- 6 % after 48 h in non-diabetic subjects,
+    -44 +- 7 % in T2D; threshold for spillage < 40 mg/dL).
+    Liu JJ, Lee TW, DeFronzo RA. Diabetes 61:2199 (2012) (SGLT2 inhibitors leave
+    30-50 % of the filtered glucose load unreabsorbed).
 
 Time in minutes. Equations, in the order of the paper (reduced; symbols in comments):
 
@@ -69,6 +76,12 @@ part of what SGLT2 leaves):
     FL_G   = GFR G;   cap = smin(GFR RTG, TmG)
     R2     = smin(FL_G, (1 - I) cap);   R1 = smin(FL_G - R2, f_sglt1 cap);   R = smin(R2 + R1, cap)
     UGE    = FL_G - R
+
+  The SGLT1 reserve f_sglt1 cap is a capacity: ~80 g/day = 56 mg/min (Vallon &
+  Thomson 2017), i.e. 40-50 % of the *euglycaemic filtered load* (~120 mg/min;
+  Rieg 2014) or ~0.25 of cap (216 mg/min at GFR 120, RTG 180). Under maximal
+  inhibition the remaining capacity (1 - Imax + f_sglt1) cap = 0.50 cap matches the
+  clamp-measured fall of TmG by 53 +- 6 % on empagliflozin (Al-Jobori 2017).
 
 Creatinine:  d(SCr)/dt = (P_cr - GFR SCr) / V_cr.
 
@@ -268,14 +281,19 @@ _BASE = [
     _p("RTG", "mg/dL", 180.0, "renal threshold for glucose", GLC),
     _p("TmG", "mg/min", 375.0, "maximal tubular glucose reabsorption", GLC),
     _p("s_glc", "mg/min", 5.0, "splay: width of the smooth minima in glucose reabsorption", "assumed"),
-    _p("f_sglt1", "1", 0.45, "SGLT1 reserve capacity when SGLT2 is blocked (fraction of cap)",
-       "Rieg 2014; calibrated: empagliflozin UGE 60-90 g/day in T2D", "logit", upper=1.0),
+    _p("f_sglt1", "1", 0.25, "SGLT1 reserve capacity when SGLT2 is blocked (fraction of cap = GFR RTG)",
+       "Vallon & Thomson 2017 Diabetologia 60:215 (residual SGLT1 capacity ~80 g/day = 56 mg/min = 0.26 cap "
+       "at GFR 120); Rieg 2014 (SGLT1 reabsorbs 40-50 % of the euglycaemic filtered load, 0.22-0.28 cap); "
+       "(1 - Imax + f_sglt1) = 0.50 vs TmG -53 +- 6 % on empagliflozin (Al-Jobori 2017 Diabetes 66:1999)",
+       "logit", upper=1.0),
     # SGLT2 inhibitor (empagliflozin)
     _p("ka_sglt2i", "1/min", 0.025, "oral absorption rate (tmax ~1.5 h)", EMPA),
     _p("V_sglt2i", "L", 73.8, "apparent volume of distribution V/F", EMPA),
     _p("CL_sglt2i", "L/min", 10.6 / 60.0, "apparent total clearance CL/F at normal GFR", EMPA),
     _p("fr_sglt2i", "1", 0.3, "renal fraction of clearance (scaled by GFR)", EMPA + " (approx.)", "logit", upper=1.0),
-    _p("Imax_sglt2i", "1", 0.75, "maximal SGLT2 inhibition", "Koenig et al. empagliflozin model", "logit", upper=1.0),
+    _p("Imax_sglt2i", "1", 0.75, "maximal SGLT2 inhibition",
+       "Koenig et al. empagliflozin model; with f_sglt1 gives TmG -50 % (Al-Jobori 2017: -53 +- 6 % at 48 h)",
+       "logit", upper=1.0),
     _p("EC50_sglt2i", "nmol/L", 10.0, "plasma concentration for half-maximal inhibition",
        "assumed: in vitro IC50 3.1 nM x free fraction ~0.14 -> ~20 nM total; near-maximal effect at 10-25 mg/day (Heise 2013)"),
 ]

@@ -138,20 +138,51 @@ def sglt2_inhibition():
     with_drug = _simulate(_events(*rows, *[(d * DAY, "sglt2i", 25.0, "mg", None) for d in range(1, DAYS)]))
     day = slice(5 * DAY, 6 * DAY)
 
-    def grams_per_day(ds):
-        uge = ds["renal.UGE"].sel(time=day)
-        return float(np.trapezoid(uge.values, uge["time"].values)) / 1000.0
-
     g_mean = float(without["glucose.plasma_glucose"].sel(time=day).mean())
     # without the drug: filtered load above the threshold, GFR (G - RTG)+, integrated over the day
     excess = (without["renal.GFR"] * (without["glucose.plasma_glucose"] - 180.0).clip(min=0) / 100.0).sel(time=day)
     expected = float(np.trapezoid(excess.values, excess["time"].values)) / 1000.0
-    src = "empagliflozin 10-25 mg in T2D: UGE ~50-100 g/day (Heise 2013; SmPC)"
+    src = ("empagliflozin 10-25 mg in T2D: UGE ~50-100 g/day (Heise 2013 DOM 15:613: +74-90 g/day); 25 mg "
+           "for 5 days: +108 (SE 10.8) g/day, upper bound mean + 2 SE (Heise 2016 Clin Ther 38:2265)")
     return (without, with_drug), [
         Check(f"SGLT2i 25 mg/day, hyperglycaemia (mean glucose {g_mean:.0f} mg/dL)", "UGE on day 6",
-              grams_per_day(with_drug), 50, 100, "g/day", src),
-        Check("same, no SGLT2i", "UGE on day 6", grams_per_day(without), 0.7 * expected, 1.3 * expected, "g/day",
+              _grams_per_day(with_drug), 50, 130, "g/day", src),
+        Check("same, no SGLT2i", "UGE on day 6", _grams_per_day(without), 0.7 * expected, 1.3 * expected, "g/day",
               f"GFR (G - RTG)+ over the day = {expected:.0f} g (threshold 180 mg/dL)"),
+    ]
+
+
+def _grams_per_day(ds, day=slice(5 * DAY, 6 * DAY)):
+    uge = ds["renal.UGE"].sel(time=day)
+    return float(np.trapezoid(uge.values, uge["time"].values)) / 1000.0
+
+
+MEALS = ((7.5, 50.0), (12.5, 70.0), (19.0, 80.0))  # (hour, g carbohydrate)
+CARB_RATIO = 15.0  # g/U: mean glucose without the drug ~145 mg/dL (scenario set-up)
+
+
+def sglt2_near_normal_glucose():
+    """Three meals a day with boluses, basal at the patient's steady rate (mean glucose
+    near 140 mg/dL), with and without empagliflozin 25 mg each morning from day 1."""
+    import physiotwin as pt
+
+    basal = pt.bundled_patients().loc[PATIENT]
+    rows = [(0.0, "basal", basal["u2ss"] * basal["BW"] / 6000.0 * 60.0, "U/h", None)]
+    for d in range(DAYS):
+        for hour, grams in MEALS:
+            rows += [(d * DAY + 60.0 * hour, "carbs", grams, "g", None),
+                     (d * DAY + 60.0 * hour, "bolus", grams / CARB_RATIO, "U", None)]
+    without = _simulate(_events(*rows))
+    with_drug = _simulate(_events(*rows, *[(d * DAY + 420.0, "sglt2i", 25.0, "mg", None) for d in range(1, DAYS)]))
+    day = slice(5 * DAY, 6 * DAY)
+    g_off = float(without["glucose.plasma_glucose"].sel(time=day).mean())
+    g_on = float(with_drug["glucose.plasma_glucose"].sel(time=day).mean())
+    src = ("healthy volunteers and well-controlled patients ~50-70 g/day on 25 mg (PHYSIOLOGY.md; Seman 2013 "
+           "Clin Pharmacol Drug Dev 2:152); T2D, single doses 2.5-100 mg: 46-90 g/24 h (Heise 2013 Diabetes "
+           "Ther 4:331); SGLT1 reserve ~80 g/day (Vallon & Thomson 2017 Diabetologia 60:215)")
+    return (without, with_drug), [
+        Check(f"SGLT2i 25 mg/day, near-normal glucose (mean {g_off:.0f} mg/dL without, {g_on:.0f} with; "
+              "3 meals + boluses)", "UGE on day 6", _grams_per_day(with_drug), 50, 80, "g/day", src),
     ]
 
 
@@ -207,12 +238,19 @@ def blood_loss():
     hr_peak = float(ds["cardiovascular.HR"].sel(time=window).max())
     later = _at(ds, "cardiovascular.MAP", start + 6 * 60.0)
     recovered = (later - nadir) / (m0 - nadir) if m0 > nadir else np.nan
+    t_nadir = float(ds["cardiovascular.MAP"].sel(time=window).idxmin())
+    at_2h = _at(ds, "cardiovascular.MAP", t_nadir + 120.0)
+    recovered_2h = (at_2h - nadir) / (m0 - nadir) if m0 > nadir else np.nan
     src = "haemorrhage: baroreflex and transcapillary refill (Guyton & Hall)"
     return ds, [
         Check(f"10 % blood loss ({loss:.0f} mL in 10 min)", "MAP drop", m0 - nadir, 3, 30, "mmHg", src),
         Check(f"10 % blood loss ({loss:.0f} mL in 10 min)", "heart-rate rise", hr_peak - h0, 3, 40, "1/min", src),
         Check(f"10 % blood loss ({loss:.0f} mL in 10 min)", "MAP recovered after 6 h (fraction of drop)", recovered,
               0.3, 0.99, "1", src),
+        Check("500 mL blood loss over 10 min", "MAP recovered 2 h after the nadir (fraction of the drop)",
+              recovered_2h, 0.3, 0.99, "1",
+              "partial recovery by reflexes and transcapillary refill with plasma protein returned from the "
+              "interstitium (PHYSIOLOGY.md; Guyton & Hall; Adamson & Hillman 1968; Drucker 1981)"),
     ]
 
 
@@ -221,6 +259,7 @@ SCENARIOS = {
     "sodium_loading": sodium_loading,
     "renal_glucose_handling": renal_glucose_handling,
     "sglt2_inhibition": sglt2_inhibition,
+    "sglt2_near_normal_glucose": sglt2_near_normal_glucose,
     "halved_gfr": halved_gfr,
     "exercise": exercise,
     "blood_loss": blood_loss,
@@ -243,6 +282,8 @@ _PANELS = {
     "baseline": ["cardiovascular.MAP", "renal.GFR", "renal.sodium_excretion", "glucose.plasma_glucose"],
     "sodium_loading": ["renal.sodium_excretion", "cardiovascular.MAP", "cardiovascular.blood_volume", "renal.renin"],
     "sglt2_inhibition": ["glucose.plasma_glucose", "renal.UGE", "renal.sglt2_inhibition", "renal.urine_flow"],
+    "sglt2_near_normal_glucose": ["glucose.plasma_glucose", "renal.UGE", "renal.sglt2_inhibition",
+                                  "renal.urine_flow"],
     "halved_gfr": ["renal.GFR", "glucose.plasma_insulin", "glucose.plasma_glucose", "cardiovascular.MAP"],
     "exercise": ["cardiovascular.HR", "glucose.glucose_utilization", "glucose.plasma_glucose", "cardiovascular.MAP"],
     "blood_loss": ["cardiovascular.MAP", "cardiovascular.HR", "cardiovascular.blood_volume", "renal.urine_flow"],

@@ -113,7 +113,27 @@ def test_sglt2_inhibitor_in_hyperglycaemia(organ):
     A_gut, A_c = (jnp.asarray(ds[f"renal.{k}"].values[day4]) for k in ("A_gut", "A_c"))
     on = float(jnp.mean(jax.vmap(uge, in_axes=(0, 0, None))(A_gut, A_c, 180.0))) * 1.44  # g/day
     off = float(uge(jnp.asarray(0.0), jnp.asarray(0.0), 180.0)) * 1.44
-    assert off < 10.0 and 50.0 <= on <= 100.0
+    filtered = 120.0 * 180.0 / 100.0 * 1.44  # g/day at GFR 120 mL/min
+    # SGLT2 inhibitors leave 30-50 % of the filtered load unreabsorbed (Liu, Lee & DeFronzo 2012)
+    assert off < 10.0 and 0.3 <= on / filtered <= 0.5
+
+
+def test_full_sglt2_block_halves_tmg_and_spills_a_third_at_near_normal_glucose(organ):
+    """Maximal SGLT2 inhibition (drug far above EC50): the reabsorptive maximum falls to
+    about half (Al-Jobori 2017, empagliflozin 48 h: TmG -53 +- 6 %, T2D -44 +- 7 %), and at
+    140 mg/dL 30-50 % of the filtered glucose is excreted (Liu, Lee & DeFronzo 2012;
+    SGLT1 reserve ~80 g/day, Vallon & Thomson 2017)."""
+    R, p, u, x = organ
+    blocked = {**x, "A_c": jnp.asarray(1e5 * 1e-9 * 450.91 * 1e3 * float(p["V_sglt2i"]))}  # 1e5 nmol/L
+
+    def out(state, G):
+        return R.rhs(jnp.asarray(0.0), state, p, {**u, "plasma_glucose": jnp.asarray(G)})[1]
+
+    tm = {k: float(y["filtered_glucose"] - y["UGE"]) for k, y in (("off", out(x, 400.0)), ("on", out(blocked, 400.0)))}
+    assert 0.41 <= tm["on"] / tm["off"] <= 0.63
+    y = out(blocked, 140.0)
+    assert 0.3 <= float(y["UGE"] / y["filtered_glucose"]) <= 0.5
+    assert float(out(x, 140.0)["UGE"]) < 0.01  # without the drug nothing spills at 140 mg/dL
 
 
 def test_fewer_nephrons_lower_gfr_and_raise_creatinine(organ):
