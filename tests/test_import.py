@@ -81,13 +81,14 @@ def test_the_calibration_data_check_accepts_an_imported_record():
 
 def test_sentinels_and_duplicates_are_counted():
     notes = "\n".join(_imported("dexcom").notes)
-    assert "20 x 'High' reading(s) set to the sensor's upper limit" in notes
-    assert "1 x 'Low'" in notes and "dropped 3 exact duplicate" in notes
+    assert "2 x 'High' reading(s) set to the sensor's upper limit" in notes
+    assert "4 x 'Low'" in notes and "dropped 3 exact duplicate" in notes
     assert "Long-Acting" in notes  # a long-acting dose is skipped, not a bolus
     cgm = _imported("dexcom").timeline.select("cgm").value
     assert cgm.max() == 400 and cgm.min() == 40
-    assert "1 x 'LO'" in "\n".join(_imported("libre").notes)
-    assert _imported("libre").timeline.select("cgm").value.max() <= 500
+    libre = "\n".join(_imported("libre").notes)
+    assert "2 x 'LO'" in libre and "1 x 'HI'" in libre
+    assert _imported("libre").timeline.select("cgm").value.max() == 500
     mmol = _imported("libre_mmol").timeline.select("cgm").value  # mmol/L converted to mg/dL by the reader
     assert 40 < mmol.min() and mmol.max() < 250
 

@@ -8,8 +8,8 @@ The patient is the 2-day simglucose record tests/data/record_small.csv (adult#00
 quirks real exports have (docs/importing.md lists them per file):
 
 * dexcom.csv      Clarity CSV: preamble rows, EGV/Carbs/Insulin/Exercise/Health mixed, 3 duplicated
-                  rows, "High"/"Low" (the glucose is stretched so the peaks pass 400 and the nadirs
-                  fall below 40 mg/dL), a 2-h sensor warm-up gap, a long-acting dose; the clock is
+                  rows, "High"/"Low" (a compression low at night and a sensor error above range; the
+                  rest is the simulated glucose), a 2-h sensor warm-up gap, a long-acting dose; the clock is
                   Europe/Berlin wall time over the fall-back night of 2026-10-25 (02:00-02:59 twice).
 * libre.csv       LibreView CSV, mg/dL: title line, historic (15 min), scans, strips, insulin,
                   food, notes, "HI"/"LO", duplicated rows, a gap.
@@ -72,9 +72,20 @@ DEXCOM_HEADER = ["Index", "Timestamp (YYYY-MM-DDThh:mm:ss)", "Event Type", "Even
                  "Transmitter ID"]
 
 
+def with_sentinels(minutes, glucose, low: float, high: float):
+    """The glucose as simulated, but for a sensor's out-of-range reports: a compression "low"
+    at 03:00-03:15 on the first night (the sensor under the sleeping patient reads below its
+    range) and two readings above its range at 17:30 on the second day (a sensor error), so
+    the sentinels are exercised while the record stays the patient's physiology."""
+    out = np.array(glucose, dtype=float)
+    out[(minutes >= 180) & (minutes <= 195)] = low - 5.0
+    out[(minutes >= 1440 + 1050) & (minutes <= 1440 + 1055)] = high + 10.0
+    return out
+
+
 def dexcom(p) -> str:
     minutes, glucose, meals, boluses, _ = p
-    glucose = 35 + (glucose - glucose.min()) * 395 / (glucose.max() - glucose.min())  # peaks > 400, nadirs < 40
+    glucose = with_sentinels(minutes, glucose, 40.0, 400.0)
     utc0 = datetime(2026, 10, 23, 22, 0, tzinfo=timezone.utc)  # 00:00 CEST, Saturday 24 October
     berlin = lambda m: pd.Timestamp(utc0 + timedelta(minutes=float(m))).tz_convert("Europe/Berlin")
     wall = lambda m: berlin(m).tz_localize(None).strftime("%Y-%m-%dT%H:%M:%S")
@@ -117,7 +128,7 @@ def libre_header(unit):
 def libre(p, unit) -> str:
     minutes, glucose, meals, boluses, _ = p
     if unit == "mg/dL":
-        glucose = 35 + (glucose - glucose.min()) * 485 / (glucose.max() - glucose.min())  # "HI" > 500, "LO" < 40
+        glucose = with_sentinels(minutes, glucose, 40.0, 500.0)  # "LO" < 40, "HI" > 500
     t0 = datetime(2026, 1, 5)
     stamp = lambda m: (t0 + timedelta(minutes=float(m))).strftime("%d-%m-%Y %H:%M")
     fmt = (lambda g: "HI" if g > 500 else "LO" if g < 40 else str(int(round(g)))) if unit == "mg/dL" \
