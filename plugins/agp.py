@@ -401,9 +401,12 @@ def _twin_trace(inp) -> tuple[np.ndarray, np.ndarray] | None:
 def _fit_section(inp, minutes, glucose) -> tuple[ReportSection, tuple | None]:
     twin, tl = inp.twin, inp.record
     kind = "hybrid (mechanism + residual networks)" if twin.hybrid is not None else "mechanistic"
-    score = twin.result.diagnostics.get("validation_score", math.nan)
+    d = twin.result.diagnostics
+    units = {om.kind: om.unit for om in twin.observations}
+    held = ", ".join(f"{k} {_fmt(v, 3)} {units.get(k, '')}" for k, v in d.get("validation_rmse", {}).items())
     text = (f"<p>A {kind} twin (organs {', '.join(twin.organs)}; observes {', '.join(twin.kinds)}), calibrated "
-            f"on {twin.record_source}; held-out score {_fmt(score, 3)}.</p>")
+            f"on {twin.record_source}; held-out RMSE (the end of the training record, run freely): "
+            f"{held or 'not available'}.</p>")
     trace = _twin_trace(inp)
     if trace is None:
         return ReportSection("Twin fit", text + "<p class=\"note\">No fitted trace: the twin observes no CGM or "
