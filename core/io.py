@@ -132,14 +132,18 @@ def plot_replay(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
             ax.fill_between(hours, q[1], q[-2], color="tab:blue", alpha=0.25, lw=0, label="25-75 %")
         ax.plot(hours, ds[f"{kind}_original"].values, color="0.45", lw=1.0, label="record (replayed)")
         ax.plot(hours, ds[kind].values, color="tab:blue", lw=1.2, label="what if")
-        band = (bands or {}).get(kind)
-        if band is not None:
-            ax.axhspan(band[0], band[1], color="tab:green", alpha=0.08, lw=0)
-        ax.set_ylabel(f"{kind}\n[{ds[kind].attrs.get('units', '')}]", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=4, loc="upper right")
+        _kind_panel(ax, ds, kind, (bands or {}).get(kind))
     axes[-1, 0].set_xlabel("time since the record's start [h]")
     return _save(fig, path, title or f"physiotwin what-if: {Path(str(ds.attrs.get('timeline', ''))).name}")
+
+
+def _kind_panel(ax, ds: xr.Dataset, kind: str, band: tuple[float, float] | None) -> None:
+    """Reference band, label, grid and legend of one kind's panel."""
+    if band is not None:
+        ax.axhspan(band[0], band[1], color="tab:green", alpha=0.08, lw=0)
+    ax.set_ylabel(f"{kind}\n[{ds[kind].attrs.get('units', '')}]", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=4, loc="upper right")
 
 
 def plot_forecast(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
@@ -165,12 +169,7 @@ def plot_forecast(ds: xr.Dataset, path: str | Path, kinds: Sequence[str],
                                 color=line.get_color(), alpha=0.12, lw=0)
             if f"{kind}_observed" in ds and j == 0:
                 ax.plot(at, ds[f"{kind}_observed"].values[:, j], ".", color="k", ms=2.5, label="recorded")
-        band = (bands or {}).get(kind)
-        if band is not None:
-            ax.axhspan(band[0], band[1], color="tab:green", alpha=0.08, lw=0)
-        ax.set_ylabel(f"{kind}\n[{ds[kind].attrs.get('units', '')}]", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=4, loc="upper right")
+        _kind_panel(ax, ds, kind, (bands or {}).get(kind))
     axes[-1, 0].set_xlabel("time since the record's start [h]")
     return _save(fig, path, title or f"physiotwin forecast ({ds.attrs.get('variant', '')}): "
                                      f"{Path(str(ds.attrs.get('record', ''))).name}")
