@@ -249,8 +249,10 @@ def blood_loss():
               0.3, 0.99, "1", src),
         Check("500 mL blood loss over 10 min", "MAP recovered 2 h after the nadir (fraction of the drop)",
               recovered_2h, 0.3, 0.99, "1",
-              "partial recovery by reflexes and transcapillary refill with plasma protein returned from the "
-              "interstitium (PHYSIOLOGY.md; Guyton & Hall; Adamson & Hillman 1968; Drucker 1981)"),
+              "partial recovery (PHYSIOLOGY.md; Guyton & Hall; refill with protein returned from the interstitium: "
+              "Adamson & Hillman 1968, Drucker 1981). No human time course of MAP 2 h after ~10 % haemorrhage was "
+              "found: the range is this qualitative statement, not a measurement; conscious humans lose little MAP "
+              "at all after 375 mL-1 L (Leonetti 2004 Clin Auton Res 14:176; Johnson 2014 J Appl Physiol 117:131)"),
     ]
 
 
