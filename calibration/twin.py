@@ -442,6 +442,8 @@ def calibrate(record, organs: Sequence[str] | None = None, *, hybrid: bool = Tru
     require_x64()
     tl, source = read_record(record)
     settings = FitSettings(seed=seed, **options) if settings is None else settings
+    if len(tl) == 0:
+        raise CalibrationError(f"{source}: the record is empty (no events to calibrate against)")
     kinds = [k for k in observed_kinds(tl) if k not in ignore]
     if not kinds:
         raise CalibrationError(f"{source}: the record has no readings of an observation kind to calibrate against")
