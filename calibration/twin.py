@@ -444,6 +444,8 @@ def calibrate(record, organs: Sequence[str] | None = None, *, hybrid: bool = Tru
     settings = FitSettings(seed=seed, **options) if settings is None else settings
     if len(tl) == 0:
         raise CalibrationError(f"{source}: the record is empty (no events to calibrate against)")
+    if ignore:  # left out of everything the twin does with its record (fit, filter tuning, what-ifs)
+        tl = tl.where(~np.isin(tl.kind.astype(str), list(ignore)))
     kinds = [k for k in observed_kinds(tl) if k not in ignore]
     if not kinds:
         raise CalibrationError(f"{source}: the record has no readings of an observation kind to calibrate against")

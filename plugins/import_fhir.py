@@ -31,6 +31,9 @@ LOINC = {  # code: (kind, meaning)
     "8867-4": ("heart_rate", "Heart rate"),
     "2160-0": ("creatinine", "Creatinine [Mass/volume] in Serum or Plasma"),
     "14682-9": ("creatinine", "Creatinine [Moles/volume] in Serum or Plasma"),
+    # meals, as diabetes apps and personal-health records write them (e.g. Roche RDC, Finnish PHR profiles)
+    "9059-7": ("carbs", "Carbohydrate intake Estimated"),
+    "9060-5": ("carbs", "Carbohydrate intake Measured"),
 }
 SYSTOLIC, DIASTOLIC = "8480-6", "8462-4"
 UCUM_UNITS = {"mm[Hg]": "mmHg", "/min": "1/min", "{beats}/min": "1/min", "umol/L": "umol/L", "[IU]": "U", "IU": "U"}

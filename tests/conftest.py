@@ -84,9 +84,17 @@ def twin_dir(record_parts, tmp_path_factory):
     from physiotwin.cli import main
 
     out = tmp_path_factory.mktemp("twins") / "twin"
-    res = CliRunner().invoke(main, [str(a) for a in ("calibrate", record_parts[0], "--out", out, "--steps", 25,
-                                                      "--hybrid-steps", 20, "--quiet", "--seed", 0)],
+    # the record also holds heart-rate readings, left out with --ignore-kind (the twin is fitted,
+    # tuned and saved without them: its record equals train.csv)
+    with_hr = tmp_path_factory.mktemp("with_hr") / "train.csv"
+    with_hr.write_text(record_parts[0].read_text()  # times in minutes (timeline_text)
+                       + "".join(f"{m},heart_rate,{70 + m % 7},1/min,\n" for m in range(60, 2000, 240)))
+    res = CliRunner().invoke(main, [str(a) for a in ("calibrate", with_hr, "--out", out, "--steps", 25,
+                                                      "--hybrid-steps", 20, "--quiet", "--seed", 0,
+                                                      "--ignore-kind", "heart_rate")],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "hybrid twin" in res.output and "residual glucose.glucose_flux" in res.output
+    assert "heart_rate" not in (out / "record.csv").read_text()
     return out
+

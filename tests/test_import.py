@@ -33,7 +33,7 @@ SAMPLES = {  # files, format, --tz, expected counts per kind
     "ohiot1dm": (["ohiot1dm.xml"], "ohiot1dm", None,
                  {"cgm": 556, "bg": 1, "carbs": 8, "bolus": 8, "basal": 4, "exercise": 1, "heart_rate": 96}),
     "fhir": (["fhir_bundle.json"], "fhir", None,
-             {"cgm": 192, "bg": 2, "bolus": 8, "map": 2, "heart_rate": 2, "creatinine": 1}),
+             {"cgm": 192, "bg": 2, "carbs": 8, "bolus": 8, "map": 2, "heart_rate": 2, "creatinine": 1}),
 }
 
 

@@ -29,7 +29,7 @@ quirks real exports have (docs/importing.md lists them per file):
                   pump section only), over the record's own two days, device clocks in local time.
 * fhir_bundle.json  FHIR R4 Bundle: interstitial glucose (LOINC 99504-3, 15 min), capillary glucose
                   (41653-7), blood-pressure panels (85354-9), heart rate (8867-4), creatinine
-                  (2160-0), insulin lispro and glargine MedicationAdministrations, a Patient.
+                  (2160-0), meals (carbohydrate intake estimated, 9059-7), insulin lispro and glargine MedicationAdministrations, a Patient.
 """
 
 from __future__ import annotations
@@ -333,6 +333,8 @@ def fhir(p) -> str:
         res.append(_observation("8867-4", "Heart rate", when(m), valueQuantity=_qty(72, "beats/minute", "/min")))
     res.append(_observation("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", when(600),
                             valueQuantity=_qty(0.9, "mg/dL", "mg/dL")))
+    res += [_observation("9059-7", "Carbohydrate intake Estimated", when(m), valueQuantity=_qty(int(g), "g", "g"))
+            for m, g in meals]
     med = lambda name, m, u: {"resourceType": "MedicationAdministration", "status": "completed",
                               "medicationCodeableConcept": {"text": name}, "subject": {"reference": "Patient/p1"},
                               "effectiveDateTime": when(m), "dosage": {"dose": _qty(u, "U", "[IU]")}}
