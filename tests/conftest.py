@@ -25,11 +25,9 @@ _TWIN_FILES = {"test_calibration.py", "test_whatif.py", "test_control.py", "test
 
 # the longest groups first, so that no worker is left alone with one at the end (the order is kept:
 # --no-loadscope-reorder; xdist would otherwise put the groups with most tests first, notebooks last)
-# (measured on the 2-core CI machine, longest first: 287, ~300, 123, 110, 110, 100, 100, 92, 86, 60, ... s)
-_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "test_validation.py",
-            "test_cardiovascular.py", "test_steady.py", "03-calibrate-a-twin.ipynb", "test_population.py",
-            "05-what-if.ipynb", "07-real-data.ipynb", "test_cohort.py", "test_renal.py", "02-multi-organ.ipynb",
-            "test_glucose.py")
+_LONGEST = ("06-hybrid-learns.ipynb", "session-twin", "04-cardiorenal-twin.ipynb", "07-real-data.ipynb", "test_steady.py",
+            "03-calibrate-a-twin.ipynb", "test_cardiovascular.py", "test_population.py", "05-what-if.ipynb",
+            "test_validation.py", "test_cohort.py", "02-multi-organ.ipynb")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
